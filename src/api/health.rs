@@ -1,0 +1,20 @@
+//! Liveness and readiness.
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz));
+}
+
+/// 200 while the process serves HTTP.
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// 200 once the store is open and the actors run: the HTTP server is only started after
+/// both, so serving this route is the proof.
+async fn readyz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ready"}))
+}

@@ -1,0 +1,263 @@
+//! The ingest endpoints, compatible with Segment's HTTP Tracking API: `/v1/identify`,
+//! `/v1/track`, `/v1/page`, `/v1/screen`, `/v1/group`, `/v1/alias` and `/v1/batch`.
+//!
+//! A request is answered 200 only after every event it carried that was accepted has
+//! been committed to the store, together with its pending deliveries.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine;
+use chrono::Utc;
+use serde_json::{json, Map, Value};
+
+use super::body::read_json_body;
+use super::{ApiError, ApiState};
+use crate::actors::router::EventsStored;
+use crate::config::SourceConfig;
+use crate::segment::{
+    merge_batch_defaults, object_to_canonical_json, prepare, EventError, EventType, PreparedEvent,
+    RequestFacts,
+};
+use crate::store::{Appended, NewEvent, StoreError};
+
+/// Segment's limit on events in one batch request.
+pub const MAX_BATCH_EVENTS: usize = 2_500;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/batch", web::post().to(batch))
+        .route("/v1/{event_type}", web::post().to(single));
+}
+
+/// One event; its type comes from the path.
+async fn single(
+    req: HttpRequest,
+    event_type: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let event_type = EventType::from_name(&event_type).ok_or_else(|| {
+        ApiError::NotFound(format!("no endpoint POST /v1/{}", event_type.as_str()))
+    })?;
+    let header_source = source_from_header(&req, &state)?;
+    let limit = state.config.server.max_message_bytes;
+    let body = read_json_body(&req, payload, limit).await?;
+    let event = parse_object(&body)?;
+    let source = match header_source {
+        Some(source) => source,
+        None => source_from_body(&event, &state)?,
+    };
+    let client_ip = client_ip(&req);
+    let facts = RequestFacts {
+        received_at: Utc::now(),
+        client_ip: client_ip.as_deref(),
+        batch_sent_at: None,
+    };
+    let prepared =
+        prepare(event, event_type, &facts).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    store_events(&state, source, vec![prepared], facts.received_at.timestamp_millis()).await?;
+    Ok(HttpResponse::Ok().json(json!({"success": true})))
+}
+
+/// `{"batch": [...], "context": {...}, "integrations": {...}, "sentAt": "..."}`: each item
+/// is accepted or rejected on its own.
+async fn batch(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let header_source = source_from_header(&req, &state)?;
+    let server = &state.config.server;
+    let body = read_json_body(&req, payload, server.max_batch_bytes).await?;
+    let mut envelope = parse_object(&body)?;
+    let source = match header_source {
+        Some(source) => source,
+        None => source_from_body(&envelope, &state)?,
+    };
+    let items = match envelope.remove("batch") {
+        Some(Value::Array(items)) => items,
+        None | Some(Value::Null) => {
+            return Err(ApiError::BadRequest(
+                "`batch` is required: an array of events".into(),
+            ))
+        }
+        Some(_) => return Err(ApiError::BadRequest("`batch` must be an array".into())),
+    };
+    if items.len() > MAX_BATCH_EVENTS {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "`batch` has {} events; at most {MAX_BATCH_EVENTS} are allowed",
+            items.len()
+        )));
+    }
+    let client_ip = client_ip(&req);
+    let facts = RequestFacts {
+        received_at: Utc::now(),
+        client_ip: client_ip.as_deref(),
+        batch_sent_at: envelope.get("sentAt"),
+    };
+
+    let mut accepted = Vec::with_capacity(items.len());
+    let mut rejected = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match prepare_batch_item(item, &envelope, &facts, server.max_message_bytes) {
+            Ok(event) => accepted.push(event),
+            Err(e) => rejected.push(json!({"index": index, "error": e.to_string()})),
+        }
+    }
+    if !rejected.is_empty() {
+        log::info!(
+            "source {}: batch item(s) rejected: {} of {}",
+            source.name,
+            rejected.len(),
+            rejected.len() + accepted.len()
+        );
+    }
+    store_events(&state, source, accepted, facts.received_at.timestamp_millis()).await?;
+    if rejected.is_empty() {
+        Ok(HttpResponse::Ok().json(json!({"success": true})))
+    } else {
+        Ok(HttpResponse::Ok().json(json!({"success": true, "rejected": rejected})))
+    }
+}
+
+fn prepare_batch_item(
+    item: Value,
+    envelope: &Map<String, Value>,
+    facts: &RequestFacts<'_>,
+    max_event_bytes: usize,
+) -> Result<PreparedEvent, EventError> {
+    let Value::Object(mut item) = item else {
+        return Err(EventError::NotAnObject);
+    };
+    // Measured as the client's event was written, before enrichment adds to it.
+    let bytes = object_to_canonical_json(&item).len();
+    if bytes > max_event_bytes {
+        return Err(EventError::TooLarge {
+            bytes,
+            limit: max_event_bytes,
+        });
+    }
+    let event_type = item
+        .get("type")
+        .and_then(Value::as_str)
+        .and_then(EventType::from_name)
+        .ok_or(EventError::UnknownType)?;
+    merge_batch_defaults(&mut item, envelope);
+    prepare(item, event_type, facts)
+}
+
+/// Commits the accepted events, then tells the router they are there to deliver.
+async fn store_events(
+    state: &ApiState,
+    source: &SourceConfig,
+    events: Vec<PreparedEvent>,
+    received_at_ms: i64,
+) -> Result<(), ApiError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let destinations: Vec<String> = source
+        .destinations
+        .iter()
+        .filter(|d| d.enabled)
+        .map(|d| d.name.clone())
+        .collect();
+    let new_events = events
+        .into_iter()
+        .map(|e| NewEvent {
+            source: source.name.clone(),
+            message_id: e.message_id,
+            user_id: e.user_id,
+            event_type: e.event_type.as_str(),
+            received_at_ms,
+            body: e.body,
+            destinations: destinations.clone(),
+        })
+        .collect();
+    let outcomes = state.store.append(new_events).await.map_err(|e| {
+        log::error!("source {}: events not stored: {e}", source.name);
+        match e {
+            StoreError::Full => ApiError::Unavailable("the store is out of space; retry later".into()),
+            _ => ApiError::Unavailable("the store is unavailable; retry later".into()),
+        }
+    })?;
+    let event_ids: Vec<i64> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Appended::Stored { event_id } => Some(*event_id),
+            Appended::Duplicate => None,
+        })
+        .collect();
+    let duplicates = outcomes.len() - event_ids.len();
+    if duplicates > 0 {
+        log::debug!("source {}: {duplicates} duplicate event(s) skipped", source.name);
+    }
+    if !event_ids.is_empty() {
+        state.router.do_send(EventsStored {
+            source: source.name.clone(),
+            event_ids,
+        });
+    }
+    Ok(())
+}
+
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err(ApiError::BadRequest("body must be a JSON object".into())),
+        Err(e) => Err(ApiError::BadRequest(format!("body is not valid JSON: {e}"))),
+    }
+}
+
+/// The source named by HTTP Basic auth (write key as user name), if the header is there.
+fn source_from_header<'a>(
+    req: &HttpRequest,
+    state: &'a ApiState,
+) -> Result<Option<&'a SourceConfig>, ApiError> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ApiError::Unauthorized(
+            "Authorization must be Basic auth with the write key as user name".into(),
+        )
+    };
+    let value = value.to_str().map_err(|_| invalid())?;
+    let (scheme, encoded) = value.trim().split_once(' ').ok_or_else(invalid)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(invalid());
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| invalid())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
+    let write_key = decoded.split_once(':').map_or(decoded.as_str(), |(user, _)| user);
+    source_by_key(state, write_key).map(Some)
+}
+
+/// The source named by the body's `writeKey`.
+fn source_from_body<'a>(
+    body: &Map<String, Value>,
+    state: &'a ApiState,
+) -> Result<&'a SourceConfig, ApiError> {
+    match body.get("writeKey") {
+        Some(Value::String(key)) => source_by_key(state, key),
+        Some(_) => Err(ApiError::Unauthorized("`writeKey` must be a string".into())),
+        None => Err(ApiError::Unauthorized(
+            "a write key is required: Basic auth or `writeKey` in the body".into(),
+        )),
+    }
+}
+
+fn source_by_key<'a>(state: &'a ApiState, key: &str) -> Result<&'a SourceConfig, ApiError> {
+    if key.is_empty() {
+        return Err(ApiError::Unauthorized("the write key is empty".into()));
+    }
+    state
+        .config
+        .source_by_write_key(key)
+        .ok_or_else(|| ApiError::Unauthorized("unknown write key".into()))
+}
+
+fn client_ip(req: &HttpRequest) -> Option<String> {
+    req.peer_addr().map(|addr| addr.ip().to_string())
+}

@@ -1,0 +1,68 @@
+//! The `webhookd` command: parse the command line, load the config, run the service.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use webhookd::config::{Config, ConfigError};
+
+/// A self-hosted, drop-in replacement for Segment's Webhooks destination.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, env = "WEBHOOKD_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Validate this configuration file, print every problem, and exit (0 valid, 2 invalid).
+    #[arg(long, value_name = "PATH", conflicts_with = "config")]
+    check_config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    if let Some(path) = cli.check_config {
+        return match Config::load(&path) {
+            Ok(_) => {
+                println!("{}: ok", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                ExitCode::from(2)
+            }
+        };
+    }
+    let Some(path) = cli.config else {
+        eprintln!("webhookd: --config PATH (or WEBHOOKD_CONFIG) is required; see --help");
+        return ExitCode::from(2);
+    };
+    let config = match Config::load(&path) {
+        Ok(config) => config,
+        Err(e @ ConfigError::Invalid(_)) | Err(e @ ConfigError::Read { .. }) => {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    if config.server.admin_token.as_ref().is_some_and(|t| t.matches("change-me")) {
+        log::warn!("server.admin_token is the example's \"change-me\": set your own");
+    }
+    let listener = TcpListener::bind(config.server.listen)
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    actix_web::rt::System::new().block_on(async move {
+        let service = webhookd::app::start(config, listener)?;
+        service.server.await.context("HTTP server failed")
+    })
+}

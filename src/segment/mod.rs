@@ -1,0 +1,11 @@
+//! The Segment event model: event types, validation and enrichment, and the canonical
+//! JSON that webhooks receive and signatures cover.
+
+pub mod canonical;
+pub mod event;
+pub mod time;
+
+pub use canonical::{object_to_canonical_json, to_canonical_json};
+pub use event::{merge_batch_defaults, prepare, EventError, EventType, PreparedEvent, RequestFacts};
+
+

@@ -1,0 +1,326 @@
+//! The SQLite store: one writer thread with group commit, and a reader connection.
+//!
+//! SQLite in WAL mode with `synchronous = FULL`: a commit is on disk when it returns, so
+//! an acknowledged event survives `kill -9` and power loss. Each commit costs an fsync,
+//! so writes are not committed one by one: every write is a job sent to the writer
+//! thread, which takes all the jobs waiting (up to [`MAX_JOBS_PER_COMMIT`]), runs each
+//! inside its own savepoint of one transaction, commits once, and only then answers each
+//! job. Many concurrent requests thus share one fsync (group commit). A job that fails
+//! is rolled back to its savepoint alone; a commit that fails fails every job in it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Appended, NewEvent, Store, StoreError, StoreFuture, StoredEvent};
+
+/// Upper bound on the jobs that share one transaction, so that one commit stays short.
+const MAX_JOBS_PER_COMMIT: usize = 512;
+/// Jobs waiting for the writer; senders wait (asynchronously) when it is full.
+const JOB_QUEUE_CAPACITY: usize = 1024;
+/// How often expired dedupe entries are removed.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    id          INTEGER PRIMARY KEY,
+    source      TEXT NOT NULL,
+    message_id  TEXT NOT NULL,
+    user_id     TEXT,
+    type        TEXT NOT NULL,
+    received_at INTEGER NOT NULL,  -- ms since the Unix epoch
+    body        TEXT NOT NULL      -- canonical JSON, as sent to webhooks
+);
+CREATE INDEX IF NOT EXISTS events_by_message ON events (source, message_id);
+CREATE INDEX IF NOT EXISTS events_by_user ON events (source, user_id);
+
+-- (source, messageId) pairs seen recently: a repeat before expires_at is not stored again.
+CREATE TABLE IF NOT EXISTS seen_messages (
+    source     TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (source, message_id)
+) WITHOUT ROWID;
+
+-- One row per event and enabled destination; the delivery actors' durable work list.
+CREATE TABLE IF NOT EXISTS deliveries (
+    id              INTEGER PRIMARY KEY,
+    event_id        INTEGER NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    source          TEXT NOT NULL,
+    destination     TEXT NOT NULL,
+    state           TEXT NOT NULL DEFAULT 'pending',  -- pending | delivered | dead
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL                  -- ms since the Unix epoch
+);
+CREATE INDEX IF NOT EXISTS deliveries_due
+    ON deliveries (source, destination, next_attempt_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_by_event ON deliveries (event_id);
+";
+
+/// A write to run inside the writer's transaction; it returns what to do once the
+/// transaction's fate is known.
+type WriteJob = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// The SQLite implementation of [`Store`].
+pub struct SqliteStore {
+    jobs: mpsc::Sender<WriteJob>,
+    reader: Arc<Mutex<Connection>>,
+    dedupe_window_ms: i64,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and starts the writer thread.
+    /// A `(source, messageId)` is a duplicate for `dedupe_window` after it was stored.
+    pub fn open(path: &Path, dedupe_window: Duration) -> Result<SqliteStore, StoreError> {
+        if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder).map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+        let writer = connect(path)?;
+        writer.execute_batch(SCHEMA)?;
+        let reader = connect(path)?;
+
+        let (jobs, queue) = mpsc::channel(JOB_QUEUE_CAPACITY);
+        let dedupe_window_ms = i64::try_from(dedupe_window.as_millis()).unwrap_or(i64::MAX);
+        let thread_path = path.to_path_buf();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || write_loop(writer, queue, thread_path))
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(SqliteStore {
+            jobs,
+            reader: Arc::new(Mutex::new(reader)),
+            dedupe_window_ms,
+        })
+    }
+
+    /// Runs `op` in the writer's next transaction; resolves once that transaction commits.
+    fn write<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<T> {
+        let (reply, answer) = oneshot::channel();
+        let job: WriteJob = Box::new(move |conn| {
+            let result = in_savepoint(conn, op);
+            Box::new(move |commit: Result<(), StoreError>| {
+                let _ = reply.send(commit.and(result));
+            })
+        });
+        let jobs = self.jobs.clone();
+        Box::pin(async move {
+            jobs.send(job).await.map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    /// Runs `op` on the reader connection, on a blocking thread.
+    fn read<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<T> {
+        let reader = Arc::clone(&self.reader);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                op(&conn)
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?
+        })
+    }
+}
+
+impl Store for SqliteStore {
+    fn append(&self, events: Vec<NewEvent>) -> StoreFuture<Vec<Appended>> {
+        let window_ms = self.dedupe_window_ms;
+        self.write(move |conn| append_events(conn, &events, window_ms))
+    }
+
+    fn find_event(&self, source: &str, message_id: &str) -> StoreFuture<Option<StoredEvent>> {
+        let (source, message_id) = (source.to_string(), message_id.to_string());
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, source, message_id, user_id, type, received_at, body
+                 FROM events WHERE source = ?1 AND message_id = ?2
+                 ORDER BY id DESC LIMIT 1",
+            )?;
+            let event = stmt
+                .query_row(params![source, message_id], |row| {
+                    Ok(StoredEvent {
+                        event_id: row.get(0)?,
+                        source: row.get(1)?,
+                        message_id: row.get(2)?,
+                        user_id: row.get(3)?,
+                        event_type: row.get(4)?,
+                        received_at_ms: row.get(5)?,
+                        body: row.get(6)?,
+                    })
+                })
+                .optional()?;
+            Ok(event)
+        })
+    }
+
+    fn pending_count(&self, source: &str, destination: &str) -> StoreFuture<u64> {
+        let (source, destination) = (source.to_string(), destination.to_string());
+        self.read(move |conn| {
+            let count: i64 = conn.query_row(
+                "SELECT count(*) FROM deliveries
+                 WHERE source = ?1 AND destination = ?2 AND state = 'pending'",
+                params![source, destination],
+                |row| row.get(0),
+            )?;
+            Ok(count as u64)
+        })
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    // WAL: readers never block the writer. FULL: a commit survives power loss.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+fn in_savepoint<T>(
+    conn: &Connection,
+    op: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.execute_batch("SAVEPOINT job")?;
+    match op(conn) {
+        Ok(value) => {
+            conn.execute_batch("RELEASE job")?;
+            Ok(value)
+        }
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            Err(e)
+        }
+    }
+}
+
+fn append_events(
+    conn: &Connection,
+    events: &[NewEvent],
+    window_ms: i64,
+) -> Result<Vec<Appended>, StoreError> {
+    let now = now_ms();
+    let mut seen = conn.prepare_cached(
+        "SELECT expires_at FROM seen_messages WHERE source = ?1 AND message_id = ?2",
+    )?;
+    let mut remember = conn.prepare_cached(
+        "INSERT OR REPLACE INTO seen_messages (source, message_id, expires_at)
+         VALUES (?1, ?2, ?3)",
+    )?;
+    let mut insert_event = conn.prepare_cached(
+        "INSERT INTO events (source, message_id, user_id, type, received_at, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut insert_delivery = conn.prepare_cached(
+        "INSERT INTO deliveries (event_id, source, destination, next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    let mut outcomes = Vec::with_capacity(events.len());
+    for event in events {
+        let expires_at: Option<i64> = seen
+            .query_row(params![event.source, event.message_id], |row| row.get(0))
+            .optional()?;
+        if expires_at.is_some_and(|t| t > now) {
+            outcomes.push(Appended::Duplicate);
+            continue;
+        }
+        remember.execute(params![
+            event.source,
+            event.message_id,
+            now.saturating_add(window_ms)
+        ])?;
+        insert_event.execute(params![
+            event.source,
+            event.message_id,
+            event.user_id,
+            event.event_type,
+            event.received_at_ms,
+            event.body
+        ])?;
+        let event_id = conn.last_insert_rowid();
+        for destination in &event.destinations {
+            insert_delivery.execute(params![
+                event_id,
+                event.source,
+                destination,
+                event.received_at_ms
+            ])?;
+        }
+        outcomes.push(Appended::Stored { event_id });
+    }
+    Ok(outcomes)
+}
+
+fn write_loop(conn: Connection, mut queue: mpsc::Receiver<WriteJob>, path: PathBuf) {
+    let mut last_prune = Instant::now() - PRUNE_EVERY;
+    let mut batch: Vec<WriteJob> = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_JOBS_PER_COMMIT {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            log::error!("store: cannot begin a transaction: {}", classify(e));
+            // Dropping a job that never ran drops its reply channel: its caller gets an error.
+            batch.clear();
+            continue;
+        }
+        let completions: Vec<Completion> = batch.drain(..).map(|job| job(&conn)).collect();
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = Instant::now();
+            if let Err(e) = conn.execute(
+                "DELETE FROM seen_messages WHERE expires_at <= ?1",
+                params![now_ms()],
+            ) {
+                log::warn!("store: pruning the dedupe window failed: {e}");
+            }
+        }
+        let committed = conn.execute_batch("COMMIT").map_err(classify);
+        if let Err(e) = &committed {
+            log::error!("store: commit failed in {}: {e}", path.display());
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for complete in completions {
+            complete(match &committed {
+                Ok(()) => Ok(()),
+                Err(StoreError::Full) => Err(StoreError::Full),
+                Err(e) => Err(StoreError::CommitFailed(e.to_string())),
+            });
+        }
+    }
+}
+
+/// Out of space is worth telling apart: the service answers 503 and recovers later.
+fn classify(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => StoreError::Full,
+        _ => StoreError::Sqlite(e),
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
