@@ -43,14 +43,11 @@ pub fn start(config: Config, listener: TcpListener) -> Result<Service, StartErro
         router,
     });
     let addr = listener.local_addr()?;
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .configure(api::configure)
-    })
-    .client_request_timeout(Duration::from_secs(5))
-    .listen(listener)?
-    .run();
+    let server =
+        HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))
+            .client_request_timeout(Duration::from_secs(5))
+            .listen(listener)?
+            .run();
     log::info!(
         "webhookd listening on http://{addr} ({} source(s))",
         config.sources.len()

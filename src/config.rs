@@ -481,7 +481,10 @@ impl Reader {
             }
             Some(toml::Value::Array(items)) => items,
             Some(other) => {
-                self.problem(&path, format!("expected an array, found {}", other.type_str()));
+                self.problem(
+                    &path,
+                    format!("expected an array, found {}", other.type_str()),
+                );
                 return Vec::new();
             }
         };
@@ -508,7 +511,10 @@ impl Reader {
                 other => {
                     self.problem(
                         &item_path,
-                        format!("expected a URL string or a table, found {}", other.type_str()),
+                        format!(
+                            "expected a URL string or a table, found {}",
+                            other.type_str()
+                        ),
                     );
                     continue;
                 }
@@ -730,7 +736,10 @@ mod tests {
         assert!(c.server.admin_token.is_none());
         let d = &c.sources[0].destinations[0];
         assert!(!d.enabled);
-        assert_eq!(d.urls[0].headers, vec![("X-A".to_string(), "1".to_string())]);
+        assert_eq!(
+            d.urls[0].headers,
+            vec![("X-A".to_string(), "1".to_string())]
+        );
     }
 
     #[test]

@@ -56,7 +56,12 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
-    if config.server.admin_token.as_ref().is_some_and(|t| t.matches("change-me")) {
+    if config
+        .server
+        .admin_token
+        .as_ref()
+        .is_some_and(|t| t.matches("change-me"))
+    {
         log::warn!("server.admin_token is the example's \"change-me\": set your own");
     }
     let listener = TcpListener::bind(config.server.listen)

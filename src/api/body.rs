@@ -37,8 +37,8 @@ pub async fn read_json_body(
     let read = async {
         let mut raw = Vec::new();
         while let Some(chunk) = payload.next().await {
-            let chunk = chunk
-                .map_err(|e| ApiError::BadRequest(format!("cannot read the body: {e}")))?;
+            let chunk =
+                chunk.map_err(|e| ApiError::BadRequest(format!("cannot read the body: {e}")))?;
             // A gzip body never needs to be larger than its inflated limit.
             if raw.len() + chunk.len() > limit {
                 return Err(too_large());

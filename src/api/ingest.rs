@@ -54,7 +54,13 @@ async fn single(
     };
     let prepared =
         prepare(event, event_type, &facts).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    store_events(&state, source, vec![prepared], facts.received_at.timestamp_millis()).await?;
+    store_events(
+        &state,
+        source,
+        vec![prepared],
+        facts.received_at.timestamp_millis(),
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(json!({"success": true})))
 }
 
@@ -111,7 +117,13 @@ async fn batch(
             rejected.len() + accepted.len()
         );
     }
-    store_events(&state, source, accepted, facts.received_at.timestamp_millis()).await?;
+    store_events(
+        &state,
+        source,
+        accepted,
+        facts.received_at.timestamp_millis(),
+    )
+    .await?;
     if rejected.is_empty() {
         Ok(HttpResponse::Ok().json(json!({"success": true})))
     } else {
@@ -176,7 +188,9 @@ async fn store_events(
     let outcomes = state.store.append(new_events).await.map_err(|e| {
         log::error!("source {}: events not stored: {e}", source.name);
         match e {
-            StoreError::Full => ApiError::Unavailable("the store is out of space; retry later".into()),
+            StoreError::Full => {
+                ApiError::Unavailable("the store is out of space; retry later".into())
+            }
             _ => ApiError::Unavailable("the store is unavailable; retry later".into()),
         }
     })?;
@@ -189,7 +203,10 @@ async fn store_events(
         .collect();
     let duplicates = outcomes.len() - event_ids.len();
     if duplicates > 0 {
-        log::debug!("source {}: {duplicates} duplicate event(s) skipped", source.name);
+        log::debug!(
+            "source {}: {duplicates} duplicate event(s) skipped",
+            source.name
+        );
     }
     if !event_ids.is_empty() {
         state.router.do_send(EventsStored {
@@ -230,7 +247,9 @@ fn source_from_header<'a>(
         .decode(encoded.trim())
         .map_err(|_| invalid())?;
     let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
-    let write_key = decoded.split_once(':').map_or(decoded.as_str(), |(user, _)| user);
+    let write_key = decoded
+        .split_once(':')
+        .map_or(decoded.as_str(), |(user, _)| user);
     source_by_key(state, write_key).map(Some)
 }
 

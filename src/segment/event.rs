@@ -205,7 +205,10 @@ pub fn prepare(
 /// `receivedAt`, and `timestamp` corrected for the client's clock skew: when the client
 /// said when it sent the event (`sentAt`), the event happened
 /// `sentAt - timestamp` before it was received.
-fn enrich_times(event: &mut Map<String, Value>, facts: &RequestFacts<'_>) -> Result<(), EventError> {
+fn enrich_times(
+    event: &mut Map<String, Value>,
+    facts: &RequestFacts<'_>,
+) -> Result<(), EventError> {
     let received_at = facts.received_at;
     let timestamp = optional_time(event.get("timestamp"), "timestamp")?;
     let own_sent_at = event.get("sentAt").filter(|v| !v.is_null());
@@ -317,8 +320,10 @@ mod tests {
     #[test]
     fn sent_at_corrects_the_client_clock() {
         let e = prepare(
-            object(json!({"userId": "u", "event": "E", "timestamp": "2024-05-01T11:59:00.000Z",
-                "sentAt": "2024-05-01T11:59:05.000Z"})),
+            object(
+                json!({"userId": "u", "event": "E", "timestamp": "2024-05-01T11:59:00.000Z",
+                "sentAt": "2024-05-01T11:59:05.000Z"}),
+            ),
             EventType::Track,
             &facts(),
         )
@@ -342,7 +347,12 @@ mod tests {
         .unwrap();
         assert_eq!(body(&kept)["timestamp"], "2020-01-01T00:00:00Z");
         assert!(body(&kept).get("originalTimestamp").is_none());
-        let set = prepare(object(json!({"anonymousId": "a"})), EventType::Page, &facts()).unwrap();
+        let set = prepare(
+            object(json!({"anonymousId": "a"})),
+            EventType::Page,
+            &facts(),
+        )
+        .unwrap();
         assert_eq!(body(&set)["timestamp"], "2024-05-01T12:00:10.000Z");
     }
 
@@ -361,18 +371,51 @@ mod tests {
     #[test]
     fn each_type_names_its_missing_field() {
         let cases = [
-            (json!({"event": "E"}), EventType::Track, "`userId` or `anonymousId` is required"),
-            (json!({"userId": "u"}), EventType::Track, "`event` is required for track events"),
-            (json!({"userId": "u"}), EventType::Group, "`groupId` is required for group events"),
-            (json!({"anonymousId": "a", "previousId": "p"}), EventType::Alias,
-                "`userId` is required for alias events"),
-            (json!({"userId": "u"}), EventType::Alias, "`previousId` is required for alias events"),
-            (json!({"userId": "u", "timestamp": "noon"}), EventType::Page,
-                "`timestamp` is not an ISO 8601 date-time"),
-            (json!({"userId": ["u"]}), EventType::Page, "`userId` must be a string"),
-            (json!({"userId": "u", "messageId": "x".repeat(101)}), EventType::Page,
-                "`messageId` has 101 characters; at most 100 are allowed"),
-            (json!({"userId": "u", "context": "web"}), EventType::Page, "`context` must be an object"),
+            (
+                json!({"event": "E"}),
+                EventType::Track,
+                "`userId` or `anonymousId` is required",
+            ),
+            (
+                json!({"userId": "u"}),
+                EventType::Track,
+                "`event` is required for track events",
+            ),
+            (
+                json!({"userId": "u"}),
+                EventType::Group,
+                "`groupId` is required for group events",
+            ),
+            (
+                json!({"anonymousId": "a", "previousId": "p"}),
+                EventType::Alias,
+                "`userId` is required for alias events",
+            ),
+            (
+                json!({"userId": "u"}),
+                EventType::Alias,
+                "`previousId` is required for alias events",
+            ),
+            (
+                json!({"userId": "u", "timestamp": "noon"}),
+                EventType::Page,
+                "`timestamp` is not an ISO 8601 date-time",
+            ),
+            (
+                json!({"userId": ["u"]}),
+                EventType::Page,
+                "`userId` must be a string",
+            ),
+            (
+                json!({"userId": "u", "messageId": "x".repeat(101)}),
+                EventType::Page,
+                "`messageId` has 101 characters; at most 100 are allowed",
+            ),
+            (
+                json!({"userId": "u", "context": "web"}),
+                EventType::Page,
+                "`context` must be an object",
+            ),
         ];
         for (event, event_type, message) in cases {
             let err = prepare(object(event.clone()), event_type, &facts()).unwrap_err();

@@ -55,7 +55,13 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_a_date() {
-        for text in ["", "yesterday", "2012-13-02T00:00:00Z", "1354408208", "2012-12-02T25:00:00Z"] {
+        for text in [
+            "",
+            "yesterday",
+            "2012-13-02T00:00:00Z",
+            "1354408208",
+            "2012-12-02T25:00:00Z",
+        ] {
             assert!(parse_iso8601(text).is_none(), "{text}");
         }
     }

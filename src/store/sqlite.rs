@@ -130,7 +130,9 @@ impl SqliteStore {
         let reader = Arc::clone(&self.reader);
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                let conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let conn = reader
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
                 op(&conn)
             })
             .await

@@ -1,0 +1,62 @@
+//! The command line: `--check-config`.
+
+use std::process::Command;
+
+fn check_config(text: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_webhookd"))
+        .arg("--check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_accepts_the_example() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
+        .unwrap();
+    let (code, stdout, _) = check_config(&text);
+    assert_eq!(code, 0);
+    assert!(stdout.ends_with(": ok\n"), "{stdout}");
+}
+
+#[test]
+fn check_config_lists_every_problem_and_exits_2() {
+    let (code, _, stderr) = check_config(
+        "[server]\nlisten = 5\nmystery = true\n[[sources]]\nname = \"s\"\nwrite_key = \"TOP-SECRET\"\n  [[sources.destinations]]\n  name = \"d\"\n  urls = []\n",
+    );
+    assert_eq!(code, 2);
+    assert!(stderr.contains("3 problem(s)"), "{stderr}");
+    assert!(
+        stderr.contains("server.listen: invalid type: integer `5`, expected a string"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("server.mystery: unknown key"), "{stderr}");
+    assert!(
+        stderr.contains("sources[0].destinations[0].urls: has 0 URLs; 1 to 5 are allowed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("TOP-SECRET"));
+}
+
+#[test]
+fn the_service_does_not_start_on_a_bad_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, "[delivery]\ntimeout_ms = 0\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_webhookd"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("delivery.timeout_ms: must be greater than 0"));
+}

@@ -1,0 +1,282 @@
+//! Test harness: runs the real `webhookd` binary as a child process on 127.0.0.1 with its
+//! SQLite file in a temp dir, and talks to it over real HTTP.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use webhookd::store::{SqliteStore, Store, StoredEvent};
+
+pub const WRITE_KEY: &str = "WRITE_KEY_WEB";
+
+/// A config with one source `web` (write key [`WRITE_KEY`]) and one destination.
+pub fn one_source_config() -> String {
+    format!(
+        r#"
+[[sources]]
+name = "web"
+write_key = "{WRITE_KEY}"
+  [[sources.destinations]]
+  name = "primary"
+  urls = ["http://127.0.0.1:9/hook"]
+  shared_secret = "s3cr3t"
+"#
+    )
+}
+
+/// A running `webhookd` child process.
+pub struct Webhookd {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    config: String,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Webhookd {
+    /// Starts webhookd with `sources_toml` (sources and any other sections but `[server]`
+    /// `listen` and `[storage]`, which the harness sets).
+    pub fn start(sources_toml: &str) -> Webhookd {
+        Webhookd::start_with(sources_toml, "")
+    }
+
+    /// As [`Webhookd::start`], with extra `[server]` keys.
+    pub fn start_with(sources_toml: &str, server_keys: &str) -> Webhookd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("webhookd.db");
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n{server_keys}\n[storage]\npath = {:?}\n{sources_toml}",
+            db.display().to_string()
+        );
+        std::fs::write(dir.path().join("config.toml"), &config).unwrap();
+        let mut service = Webhookd {
+            child: None,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            dir,
+            config,
+            logs: Arc::new(Mutex::new(Vec::new())),
+        };
+        service.spawn();
+        service
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_webhookd"))
+            .arg("--config")
+            .arg(self.dir.path().join("config.toml"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn webhookd");
+        let stderr = child.stderr.take().unwrap();
+        let (found, listening) = mpsc::channel();
+        let logs = Arc::clone(&self.logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = found.send(addr);
+                }
+                logs.lock().unwrap().push(line);
+            }
+        });
+        let addr = listening
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("webhookd did not start; log:\n{}", self.log_text()));
+        self.addr = addr.parse().unwrap();
+        self.child = Some(child);
+    }
+
+    /// Kills the process with SIGKILL: no chance to flush or clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGKILL, then start again on the same config and database.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("webhookd.db")
+    }
+
+    pub fn log_text(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+
+    /// POSTs `body` to `path` with `Authorization: Basic <WRITE_KEY>:`.
+    pub fn post(&self, path: &str, body: &Value) -> Response {
+        post(
+            &self.url(path),
+            &[
+                ("Authorization", &basic_auth(WRITE_KEY)),
+                ("Content-Type", "application/json"),
+            ],
+            body.to_string().as_bytes(),
+        )
+    }
+
+    /// The service's store, opened beside it through the store interface.
+    pub fn store(&self) -> StoreProbe {
+        StoreProbe {
+            store: SqliteStore::open(&self.db_path(), Duration::from_secs(60)).unwrap(),
+            runtime: actix_rt::System::new(),
+        }
+    }
+
+    /// The stored event of `source` with `message_id`.
+    pub fn stored(&self, source: &str, message_id: &str) -> Option<StoredEvent> {
+        self.store().find(source, message_id)
+    }
+
+    /// The stored event's body as JSON; panics if it is not stored.
+    pub fn stored_body(&self, message_id: &str) -> Value {
+        let event = self
+            .stored("web", message_id)
+            .unwrap_or_else(|| panic!("{message_id} is not stored"));
+        serde_json::from_str(&event.body).unwrap()
+    }
+
+    pub fn pending_count(&self, source: &str, destination: &str) -> u64 {
+        self.store().pending(source, destination)
+    }
+}
+
+/// Reads a service's SQLite file through the store interface, as the service would.
+pub struct StoreProbe {
+    store: SqliteStore,
+    runtime: actix_rt::SystemRunner,
+}
+
+impl StoreProbe {
+    pub fn find(&self, source: &str, message_id: &str) -> Option<StoredEvent> {
+        self.runtime
+            .block_on(self.store.find_event(source, message_id))
+            .unwrap()
+    }
+
+    pub fn pending(&self, source: &str, destination: &str) -> u64 {
+        self.runtime
+            .block_on(self.store.pending_count(source, destination))
+            .unwrap()
+    }
+}
+
+impl Drop for Webhookd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A status code and the JSON body (Null when the body is not JSON).
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Response {
+    /// The `error` of a JSON error body.
+    pub fn error(&self) -> &str {
+        assert_eq!(self.body["success"], false, "{self:?}");
+        self.body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error in {self:?}"))
+    }
+}
+
+pub fn basic_auth(write_key: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{write_key}:"))
+    )
+}
+
+pub fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    try_post(url, headers, body).unwrap_or_else(|e| panic!("POST {url}: {e}"))
+}
+
+/// POST that reports a transport failure (refused, reset) instead of panicking.
+pub fn try_post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Response, String> {
+    let mut request = ureq::post(url).timeout(Duration::from_secs(30));
+    for (name, value) in headers {
+        request = request.set(name, value);
+    }
+    let response = match request.send_bytes(body) {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(e.to_string()),
+    };
+    let status = response.status();
+    let text = response.into_string().map_err(|e| e.to_string())?;
+    Ok(Response {
+        status,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+    })
+}
+
+pub fn get(url: &str) -> Response {
+    let response = match ureq::get(url).timeout(Duration::from_secs(30)).call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("GET {url}: {e}"),
+    };
+    let status = response.status();
+    let text = response.into_string().unwrap_or_default();
+    Response {
+        status,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+    }
+}
+
+/// Sends raw bytes on a new connection and returns what came back (until close or 30 s).
+pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // The server may answer and close before it has read everything we send.
+    let _ = stream.write_all(request);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Polls `check` until it is true or `limit` passes.
+pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check()
+}

@@ -1,0 +1,136 @@
+//! Hostile input never takes the service down, and a normal event still succeeds after.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::common::{
+    basic_auth, one_source_config, post, raw_exchange, try_post, Webhookd, WRITE_KEY,
+};
+
+fn a_normal_event_succeeds(service: &Webhookd, id: &str) {
+    let response = service.post(
+        "/v1/track",
+        &json!({"userId": "u", "event": "Normal", "messageId": id}),
+    );
+    assert_eq!(response.status, 200, "{response:?}");
+    assert!(service.stored("web", id).is_some());
+}
+
+#[test]
+fn deeply_nested_json_is_refused() {
+    let mut service = Webhookd::start(&one_source_config());
+    let auth = basic_auth(WRITE_KEY);
+    let headers = [("Authorization", auth.as_str())];
+    let depth = 100_000;
+    let arrays = format!("{{\"batch\":[{}{}]}}", "[".repeat(depth), "]".repeat(depth));
+    let response = post(&service.url("/v1/batch"), &headers, arrays.as_bytes());
+    assert_eq!(response.status, 400);
+    assert!(
+        response.error().contains("recursion limit exceeded"),
+        "{response:?}"
+    );
+
+    let objects = format!(
+        "{{\"batch\":[{}1{}]}}",
+        "{\"a\":".repeat(80_000),
+        "}".repeat(80_000)
+    );
+    let response = post(&service.url("/v1/batch"), &headers, objects.as_bytes());
+    assert_eq!(response.status, 400, "{response:?}");
+
+    let small = format!(
+        "{{\"userId\":\"u\",\"event\":\"E\",\"p\":{}{}}}",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let response = post(&service.url("/v1/track"), &headers, small.as_bytes());
+    assert_eq!(response.status, 400, "{response:?}");
+    assert!(service.is_running());
+    a_normal_event_succeeds(&service, "after-nesting");
+}
+
+#[test]
+fn invalid_utf8_is_refused() {
+    let service = Webhookd::start(&one_source_config());
+    let auth = basic_auth(WRITE_KEY);
+    let mut body = b"{\"userId\":\"u\",\"event\":\"".to_vec();
+    body.extend([0xff, 0xfe, 0xc3]);
+    body.extend(b"\"}");
+    let response = post(
+        &service.url("/v1/track"),
+        &[("Authorization", auth.as_str())],
+        &body,
+    );
+    assert_eq!(response.status, 400);
+    assert!(
+        response.error().starts_with("body is not valid JSON"),
+        "{response:?}"
+    );
+    a_normal_event_succeeds(&service, "after-utf8");
+}
+
+#[test]
+fn a_ten_megabyte_body_is_cut_off() {
+    let mut service = Webhookd::start(&one_source_config());
+    let auth = basic_auth(WRITE_KEY);
+    let mut body = b"{\"userId\":\"u\",\"event\":\"E\",\"pad\":\"".to_vec();
+    body.extend(std::iter::repeat_n(b'x', 10 * 1024 * 1024));
+    body.extend(b"\"}");
+    // The server may answer 413 and close before the client has sent everything.
+    match try_post(
+        &service.url("/v1/batch"),
+        &[("Authorization", auth.as_str())],
+        &body,
+    ) {
+        Ok(response) => assert_eq!(
+            (response.status, response.error()),
+            (413, "body is over 512000 bytes")
+        ),
+        Err(e) => eprintln!("connection cut while sending: {e}"),
+    }
+    let head = format!(
+        "POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut request = head.into_bytes();
+    request.extend(&body[..100_000]);
+    let answer = raw_exchange(service.addr, &request);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:.200}");
+    assert!(service.is_running());
+    a_normal_event_succeeds(&service, "after-10mb");
+}
+
+#[test]
+fn slow_loris_connections_neither_block_others_nor_stay_open() {
+    let service = Webhookd::start(&one_source_config());
+    let started = Instant::now();
+    // Many connections that send a few header bytes and then stall.
+    let mut stalled: Vec<TcpStream> = (0..200)
+        .map(|_| {
+            let mut s = TcpStream::connect(service.addr).unwrap();
+            s.write_all(b"POST /v1/track HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+            s
+        })
+        .collect();
+    a_normal_event_succeeds(&service, "during-loris");
+    // The server gives up on headers that do not arrive (5 s), closing the connection.
+    let mut closed = 0;
+    for s in &mut stalled {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut buf = Vec::new();
+        if s.read_to_end(&mut buf).is_ok() {
+            closed += 1;
+        }
+    }
+    assert_eq!(
+        closed,
+        stalled.len(),
+        "stalled connections still open after {:?}",
+        started.elapsed()
+    );
+    a_normal_event_succeeds(&service, "after-loris");
+}

@@ -1,0 +1,10 @@
+//! Integration tests: the real `webhookd` binary, real HTTP on 127.0.0.1, a real SQLite
+//! file in a temp dir.
+
+mod common;
+
+mod cli;
+mod durability;
+mod hostile;
+mod ingest;
+mod segment_client;
