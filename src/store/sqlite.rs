@@ -7,10 +7,13 @@
 //! inside its own savepoint of one transaction, commits once, and only then answers each
 //! job. Many concurrent requests thus share one fsync (group commit). A job that fails
 //! is rolled back to its savepoint alone; a commit that fails fails every job in it.
+//!
+//! Checkpoints (copying the WAL into the database file) run mostly on a thread of their
+//! own, so that their random writes do not sit inside the commits requests wait on.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
@@ -21,8 +24,10 @@ use super::{Appended, NewEvent, Store, StoreError, StoreFuture, StoredEvent};
 const MAX_JOBS_PER_COMMIT: usize = 512;
 /// Jobs waiting for the writer; senders wait (asynchronously) when it is full.
 const JOB_QUEUE_CAPACITY: usize = 1024;
-/// How often expired dedupe entries are removed.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How often the WAL is copied into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// WAL frames (4 KiB pages) past which the writer checkpoints after its commit.
+const WAL_WRITER_CHECKPOINT_FRAMES: i64 = 4_096;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -34,16 +39,10 @@ CREATE TABLE IF NOT EXISTS events (
     received_at INTEGER NOT NULL,  -- ms since the Unix epoch
     body        TEXT NOT NULL      -- canonical JSON, as sent to webhooks
 );
+-- Message lookups and dedupe: a (source, messageId) whose latest event was received within
+-- the dedupe window is not stored again. Client messageIds are random, so this is the one
+-- index with random inserts; the others grow at their end.
 CREATE INDEX IF NOT EXISTS events_by_message ON events (source, message_id);
-CREATE INDEX IF NOT EXISTS events_by_user ON events (source, user_id);
-
--- (source, messageId) pairs seen recently: a repeat before expires_at is not stored again.
-CREATE TABLE IF NOT EXISTS seen_messages (
-    source     TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    expires_at INTEGER NOT NULL,
-    PRIMARY KEY (source, message_id)
-) WITHOUT ROWID;
 
 -- One row per event and enabled destination; the delivery actors' durable work list.
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -70,6 +69,8 @@ pub struct SqliteStore {
     jobs: mpsc::Sender<WriteJob>,
     reader: Arc<Mutex<Connection>>,
     dedupe_window_ms: i64,
+    /// Dropped with the store, which ends the checkpoint thread.
+    _checkpoint_stop: std::sync::mpsc::Sender<()>,
 }
 
 impl SqliteStore {
@@ -84,7 +85,16 @@ impl SqliteStore {
         }
         let writer = connect(path)?;
         writer.execute_batch(SCHEMA)?;
+        // Checkpoints copy the WAL into the database with random writes. Done inside a
+        // commit they stall every request waiting on it, so a thread of its own does the
+        // bulk of them, concurrently. The writer still checkpoints past
+        // WAL_WRITER_CHECKPOINT_FRAMES: by then most frames are copied, so this is quick,
+        // and only a checkpoint between two commits lets the WAL start over.
+        writer.pragma_update(None, "wal_autocheckpoint", WAL_WRITER_CHECKPOINT_FRAMES)?;
+        writer.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         let reader = connect(path)?;
+        let checkpointer = connect(path)?;
+        let (checkpoint_stop, stopped) = std::sync::mpsc::channel::<()>();
 
         let (jobs, queue) = mpsc::channel(JOB_QUEUE_CAPACITY);
         let dedupe_window_ms = i64::try_from(dedupe_window.as_millis()).unwrap_or(i64::MAX);
@@ -96,10 +106,18 @@ impl SqliteStore {
                 path: path.display().to_string(),
                 source,
             })?;
+        std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, stopped))
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
         Ok(SqliteStore {
             jobs,
             reader: Arc::new(Mutex::new(reader)),
             dedupe_window_ms,
+            _checkpoint_stop: checkpoint_stop,
         })
     }
 
@@ -193,6 +211,7 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "cache_size", -65536)?;
     Ok(conn)
 }
 
@@ -218,13 +237,9 @@ fn append_events(
     events: &[NewEvent],
     window_ms: i64,
 ) -> Result<Vec<Appended>, StoreError> {
-    let now = now_ms();
-    let mut seen = conn.prepare_cached(
-        "SELECT expires_at FROM seen_messages WHERE source = ?1 AND message_id = ?2",
-    )?;
-    let mut remember = conn.prepare_cached(
-        "INSERT OR REPLACE INTO seen_messages (source, message_id, expires_at)
-         VALUES (?1, ?2, ?3)",
+    let window_start = now_ms().saturating_sub(window_ms);
+    let mut last_seen = conn.prepare_cached(
+        "SELECT max(received_at) FROM events WHERE source = ?1 AND message_id = ?2",
     )?;
     let mut insert_event = conn.prepare_cached(
         "INSERT INTO events (source, message_id, user_id, type, received_at, body)
@@ -236,18 +251,12 @@ fn append_events(
     )?;
     let mut outcomes = Vec::with_capacity(events.len());
     for event in events {
-        let expires_at: Option<i64> = seen
-            .query_row(params![event.source, event.message_id], |row| row.get(0))
-            .optional()?;
-        if expires_at.is_some_and(|t| t > now) {
+        let received_at: Option<i64> =
+            last_seen.query_row(params![event.source, event.message_id], |row| row.get(0))?;
+        if received_at.is_some_and(|t| t > window_start) {
             outcomes.push(Appended::Duplicate);
             continue;
         }
-        remember.execute(params![
-            event.source,
-            event.message_id,
-            now.saturating_add(window_ms)
-        ])?;
         insert_event.execute(params![
             event.source,
             event.message_id,
@@ -271,7 +280,6 @@ fn append_events(
 }
 
 fn write_loop(conn: Connection, mut queue: mpsc::Receiver<WriteJob>, path: PathBuf) {
-    let mut last_prune = Instant::now() - PRUNE_EVERY;
     let mut batch: Vec<WriteJob> = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
@@ -288,15 +296,6 @@ fn write_loop(conn: Connection, mut queue: mpsc::Receiver<WriteJob>, path: PathB
             continue;
         }
         let completions: Vec<Completion> = batch.drain(..).map(|job| job(&conn)).collect();
-        if last_prune.elapsed() >= PRUNE_EVERY {
-            last_prune = Instant::now();
-            if let Err(e) = conn.execute(
-                "DELETE FROM seen_messages WHERE expires_at <= ?1",
-                params![now_ms()],
-            ) {
-                log::warn!("store: pruning the dedupe window failed: {e}");
-            }
-        }
         let committed = conn.execute_batch("COMMIT").map_err(classify);
         if let Err(e) = &committed {
             log::error!("store: commit failed in {}: {e}", path.display());
@@ -308,6 +307,17 @@ fn write_loop(conn: Connection, mut queue: mpsc::Receiver<WriteJob>, path: PathB
                 Err(StoreError::Full) => Err(StoreError::Full),
                 Err(e) => Err(StoreError::CommitFailed(e.to_string())),
             });
+        }
+    }
+}
+
+/// Copies committed WAL frames into the database file every [`CHECKPOINT_EVERY`], without
+/// blocking the writer (a passive checkpoint), until the store is dropped.
+fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            log::warn!("store: checkpoint failed: {e}");
         }
     }
 }
