@@ -20,6 +20,8 @@ pub mod actors;
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod delivery;
+pub mod metrics;
 pub mod secret;
 pub mod segment;
 pub mod store;

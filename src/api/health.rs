@@ -1,11 +1,21 @@
-//! Liveness and readiness.
+//! Liveness, readiness and metrics.
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+use super::ApiState;
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz));
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+/// Prometheus text format.
+async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
 }
 
 /// 200 while the process serves HTTP.

@@ -209,10 +209,18 @@ async fn store_events(
         );
     }
     if !event_ids.is_empty() {
-        state.router.do_send(EventsStored {
+        let stored = EventsStored {
             source: source.name.clone(),
             event_ids,
-        });
+        };
+        // The events are committed; if the router is swamped, delivery actors still find
+        // them in the store on their next poll.
+        if state.router.try_send(stored).is_err() {
+            log::warn!(
+                "source {}: router busy; delivery starts on the next poll",
+                source.name
+            );
+        }
     }
     Ok(())
 }

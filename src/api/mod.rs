@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::actors::router::Router;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// What every handler can reach.
@@ -21,6 +22,7 @@ pub struct ApiState {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub router: Addr<Router>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// An error answered as `{"success": false, "error": "<what and where>"}`.

@@ -52,6 +52,76 @@ pub struct StoredEvent {
     pub body: String,
 }
 
+/// A pending delivery whose time has come, with what is needed to attempt it.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub delivery_id: i64,
+    pub event_id: i64,
+    pub message_id: String,
+    /// The canonical JSON body to send.
+    pub body: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the first attempt was made; the retry window counts from here.
+    pub first_attempt_at_ms: Option<i64>,
+    /// Bit i set: URL i of the destination may still be tried.
+    pub retry_urls: u32,
+}
+
+/// The due deliveries of one destination, and when the next one not yet due will be.
+#[derive(Debug, Clone, Default)]
+pub struct DuePage {
+    pub due: Vec<DueDelivery>,
+    pub next_due_at_ms: Option<i64>,
+}
+
+/// One request to one URL, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    pub attempted_at_ms: i64,
+    pub url: String,
+    /// The HTTP status, when a response came.
+    pub status: Option<u16>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    pub latency_ms: u64,
+    /// The first 1 KB of the response body.
+    pub response_body: Option<String>,
+}
+
+/// What becomes of a delivery after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryUpdate {
+    /// A URL answered 2xx: done.
+    Delivered,
+    /// Try again at `at_ms`, on the URLs whose bits are set in `retry_urls`.
+    RetryAt { at_ms: i64, retry_urls: u32 },
+    /// No more tries: the retry window is over or no URL is worth retrying.
+    Dead { reason: String },
+}
+
+/// One attempt of one delivery: the requests made and what follows.
+#[derive(Debug, Clone)]
+pub struct AttemptOutcome {
+    pub delivery_id: i64,
+    pub first_attempt_at_ms: i64,
+    pub attempts: Vec<AttemptRecord>,
+    pub update: DeliveryUpdate,
+}
+
+/// A delivery's state and its attempts, for operators and tests.
+#[derive(Debug, Clone)]
+pub struct DeliveryStatus {
+    pub delivery_id: i64,
+    pub destination: String,
+    /// `pending`, `delivered` or `dead`.
+    pub state: String,
+    pub attempt_count: u32,
+    pub next_attempt_at_ms: i64,
+    pub last_error: Option<String>,
+    pub attempts: Vec<AttemptRecord>,
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -80,6 +150,25 @@ pub trait Store: Send + Sync + 'static {
 
     /// The stored event of `source` with `message_id`, if any.
     fn find_event(&self, source: &str, message_id: &str) -> StoreFuture<Option<StoredEvent>>;
+
+    /// Up to `limit` pending deliveries of `destination` due at `now_ms`, oldest first.
+    fn due_deliveries(
+        &self,
+        source: &str,
+        destination: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> StoreFuture<DuePage>;
+
+    /// Records an attempt's requests and the delivery's new state, in one transaction.
+    /// A delivery that is no longer pending (purged, finished) is left as it is.
+    fn record_attempt(&self, outcome: AttemptOutcome) -> StoreFuture<()>;
+
+    /// The `(source, destination)` pairs that have pending deliveries.
+    fn pending_destinations(&self) -> StoreFuture<Vec<(String, String)>>;
+
+    /// The deliveries, with their attempts, of the latest event of `source` with `message_id`.
+    fn deliveries_of(&self, source: &str, message_id: &str) -> StoreFuture<Vec<DeliveryStatus>>;
 
     /// How many deliveries to `destination` of `source` are still pending.
     fn pending_count(&self, source: &str, destination: &str) -> StoreFuture<u64>;

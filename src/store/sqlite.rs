@@ -18,7 +18,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Appended, NewEvent, Store, StoreError, StoreFuture, StoredEvent};
+use super::{
+    Appended, AttemptOutcome, AttemptRecord, DeliveryStatus, DeliveryUpdate, DueDelivery, DuePage,
+    NewEvent, Store, StoreError, StoreFuture, StoredEvent,
+};
 
 /// Upper bound on the jobs that share one transaction, so that one commit stays short.
 const MAX_JOBS_PER_COMMIT: usize = 512;
@@ -46,17 +49,34 @@ CREATE INDEX IF NOT EXISTS events_by_message ON events (source, message_id);
 
 -- One row per event and enabled destination; the delivery actors' durable work list.
 CREATE TABLE IF NOT EXISTS deliveries (
-    id              INTEGER PRIMARY KEY,
-    event_id        INTEGER NOT NULL REFERENCES events (id) ON DELETE CASCADE,
-    source          TEXT NOT NULL,
-    destination     TEXT NOT NULL,
-    state           TEXT NOT NULL DEFAULT 'pending',  -- pending | delivered | dead
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at INTEGER NOT NULL                  -- ms since the Unix epoch
+    id               INTEGER PRIMARY KEY,
+    event_id         INTEGER NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    source           TEXT NOT NULL,
+    destination      TEXT NOT NULL,
+    state            TEXT NOT NULL DEFAULT 'pending',  -- pending | delivered | dead
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    first_attempt_at INTEGER,                          -- ms since the Unix epoch
+    next_attempt_at  INTEGER NOT NULL,                 -- ms since the Unix epoch
+    retry_urls       INTEGER NOT NULL DEFAULT -1,      -- bit i set: URL i may be tried
+    last_error       TEXT,
+    finished_at      INTEGER                           -- delivered or dead-lettered
 );
 CREATE INDEX IF NOT EXISTS deliveries_due
     ON deliveries (source, destination, next_attempt_at) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_by_event ON deliveries (event_id);
+
+-- Every request made: one row per URL per attempt.
+CREATE TABLE IF NOT EXISTS attempts (
+    id            INTEGER PRIMARY KEY,
+    delivery_id   INTEGER NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+    attempted_at  INTEGER NOT NULL,  -- ms since the Unix epoch
+    url           TEXT NOT NULL,
+    status        INTEGER,           -- HTTP status; NULL when no response came
+    error         TEXT,              -- why it failed, when it did
+    latency_ms    INTEGER NOT NULL,
+    response_body TEXT               -- the first 1 KB
+);
+CREATE INDEX IF NOT EXISTS attempts_by_delivery ON attempts (delivery_id);
 ";
 
 /// A write to run inside the writer's transaction; it returns what to do once the
@@ -190,6 +210,110 @@ impl Store for SqliteStore {
         })
     }
 
+    fn due_deliveries(
+        &self,
+        source: &str,
+        destination: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> StoreFuture<DuePage> {
+        let (source, destination) = (source.to_string(), destination.to_string());
+        self.read(move |conn| {
+            let mut due_stmt = conn.prepare_cached(
+                "SELECT d.id, d.event_id, e.message_id, e.body, d.attempts, d.first_attempt_at,
+                        d.retry_urls
+                 FROM deliveries d JOIN events e ON e.id = d.event_id
+                 WHERE d.source = ?1 AND d.destination = ?2 AND d.state = 'pending'
+                   AND d.next_attempt_at <= ?3
+                 ORDER BY d.next_attempt_at, d.id LIMIT ?4",
+            )?;
+            let due = due_stmt
+                .query_map(params![source, destination, now_ms, limit as i64], |row| {
+                    Ok(DueDelivery {
+                        delivery_id: row.get(0)?,
+                        event_id: row.get(1)?,
+                        message_id: row.get(2)?,
+                        body: row.get(3)?,
+                        attempts: row.get(4)?,
+                        first_attempt_at_ms: row.get(5)?,
+                        retry_urls: row.get::<_, i64>(6)? as u32,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let next_due_at_ms: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT min(next_attempt_at) FROM deliveries
+                     WHERE source = ?1 AND destination = ?2 AND state = 'pending'
+                       AND next_attempt_at > ?3",
+                )?
+                .query_row(params![source, destination, now_ms], |row| row.get(0))?;
+            Ok(DuePage {
+                due,
+                next_due_at_ms,
+            })
+        })
+    }
+
+    fn record_attempt(&self, outcome: AttemptOutcome) -> StoreFuture<()> {
+        self.write(move |conn| record_attempt(conn, &outcome))
+    }
+
+    fn pending_destinations(&self) -> StoreFuture<Vec<(String, String)>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT DISTINCT source, destination FROM deliveries WHERE state = 'pending'",
+            )?;
+            let pairs = stmt
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(pairs)
+        })
+    }
+
+    fn deliveries_of(&self, source: &str, message_id: &str) -> StoreFuture<Vec<DeliveryStatus>> {
+        let (source, message_id) = (source.to_string(), message_id.to_string());
+        self.read(move |conn| {
+            let mut deliveries = conn.prepare_cached(
+                "SELECT d.id, d.destination, d.state, d.attempts, d.next_attempt_at, d.last_error
+                 FROM deliveries d
+                 WHERE d.event_id = (SELECT max(id) FROM events WHERE source = ?1 AND message_id = ?2)
+                 ORDER BY d.id",
+            )?;
+            let mut statuses = deliveries
+                .query_map(params![source, message_id], |row| {
+                    Ok(DeliveryStatus {
+                        delivery_id: row.get(0)?,
+                        destination: row.get(1)?,
+                        state: row.get(2)?,
+                        attempt_count: row.get(3)?,
+                        next_attempt_at_ms: row.get(4)?,
+                        last_error: row.get(5)?,
+                        attempts: Vec::new(),
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut attempts = conn.prepare_cached(
+                "SELECT attempted_at, url, status, error, latency_ms, response_body
+                 FROM attempts WHERE delivery_id = ?1 ORDER BY id",
+            )?;
+            for status in &mut statuses {
+                status.attempts = attempts
+                    .query_map(params![status.delivery_id], |row| {
+                        Ok(AttemptRecord {
+                            attempted_at_ms: row.get(0)?,
+                            url: row.get(1)?,
+                            status: row.get(2)?,
+                            error: row.get(3)?,
+                            latency_ms: row.get(4)?,
+                            response_body: row.get(5)?,
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+            }
+            Ok(statuses)
+        })
+    }
+
     fn pending_count(&self, source: &str, destination: &str) -> StoreFuture<u64> {
         let (source, destination) = (source.to_string(), destination.to_string());
         self.read(move |conn| {
@@ -277,6 +401,66 @@ fn append_events(
         outcomes.push(Appended::Stored { event_id });
     }
     Ok(outcomes)
+}
+
+fn record_attempt(conn: &Connection, outcome: &AttemptOutcome) -> Result<(), StoreError> {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO attempts (delivery_id, attempted_at, url, status, error, latency_ms, response_body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for a in &outcome.attempts {
+        insert.execute(params![
+            outcome.delivery_id,
+            a.attempted_at_ms,
+            a.url,
+            a.status,
+            a.error,
+            a.latency_ms,
+            a.response_body
+        ])?;
+    }
+    let last_error = outcome.attempts.iter().rev().find_map(|a| a.error.clone());
+    let now = now_ms();
+    // `state = 'pending'` keeps a purged or already finished delivery as it is.
+    match &outcome.update {
+        DeliveryUpdate::Delivered => conn
+            .prepare_cached(
+                "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1,
+                    first_attempt_at = ?2, finished_at = ?3
+                 WHERE id = ?1 AND state = 'pending'",
+            )?
+            .execute(params![
+                outcome.delivery_id,
+                outcome.first_attempt_at_ms,
+                now
+            ])?,
+        DeliveryUpdate::RetryAt { at_ms, retry_urls } => conn
+            .prepare_cached(
+                "UPDATE deliveries SET attempts = attempts + 1, first_attempt_at = ?2,
+                    next_attempt_at = ?3, retry_urls = ?4, last_error = ?5
+                 WHERE id = ?1 AND state = 'pending'",
+            )?
+            .execute(params![
+                outcome.delivery_id,
+                outcome.first_attempt_at_ms,
+                at_ms,
+                i64::from(*retry_urls),
+                last_error
+            ])?,
+        DeliveryUpdate::Dead { reason } => conn
+            .prepare_cached(
+                "UPDATE deliveries SET state = 'dead', attempts = attempts + 1,
+                    first_attempt_at = ?2, last_error = ?3, finished_at = ?4
+                 WHERE id = ?1 AND state = 'pending'",
+            )?
+            .execute(params![
+                outcome.delivery_id,
+                outcome.first_attempt_at_ms,
+                reason,
+                now
+            ])?,
+    };
+    Ok(())
 }
 
 fn write_loop(conn: Connection, mut queue: mpsc::Receiver<WriteJob>, path: PathBuf) {

@@ -3,8 +3,11 @@
 
 mod common;
 
+mod canonical;
 mod cli;
+mod delivery;
 mod durability;
 mod hostile;
 mod ingest;
 mod segment_client;
+mod supervision;

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod pki;
+pub mod receiver;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use webhookd::store::{SqliteStore, Store, StoredEvent};
+use webhookd::store::{DeliveryStatus, SqliteStore, Store, StoredEvent};
 
 pub const WRITE_KEY: &str = "WRITE_KEY_WEB";
 
@@ -181,6 +184,30 @@ impl StoreProbe {
             .unwrap()
     }
 
+    /// The deliveries of `source`'s event `message_id`, with their attempts.
+    pub fn deliveries(&self, source: &str, message_id: &str) -> Vec<DeliveryStatus> {
+        self.runtime
+            .block_on(self.store.deliveries_of(source, message_id))
+            .unwrap()
+    }
+
+    /// Waits (at most `limit`) until every delivery of the event is in `state`.
+    pub fn wait_for_state(
+        &self,
+        source: &str,
+        message_id: &str,
+        state: &str,
+        limit: Duration,
+    ) -> Vec<DeliveryStatus> {
+        let mut last = Vec::new();
+        let reached = wait_until(limit, || {
+            last = self.deliveries(source, message_id);
+            !last.is_empty() && last.iter().all(|d| d.state == state)
+        });
+        assert!(reached, "{message_id} never became {state}: {last:#?}");
+        last
+    }
+
     pub fn pending(&self, source: &str, destination: &str) -> u64 {
         self.runtime
             .block_on(self.store.pending_count(source, destination))
@@ -279,4 +306,43 @@ pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     check()
+}
+
+/// Whether Node.js can be run. Tests that compare with real JavaScript need it; under CI
+/// it must be there.
+pub fn node_available() -> bool {
+    let found = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have node on the PATH"
+        );
+        eprintln!("SKIPPED: node is not installed; the JavaScript comparison did not run");
+    }
+    found
+}
+
+/// Runs `script` with Node, `input` on its standard input; returns its standard output.
+pub fn run_node(script: &str, input: &str) -> String {
+    let mut child = std::process::Command::new("node")
+        .args(["-e", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_string();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(
+        output.status.success(),
+        "node failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
 }

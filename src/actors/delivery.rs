@@ -1,0 +1,536 @@
+//! One delivery actor per (source, destination): it sends that destination's pending
+//! deliveries, at most `max_in_flight` at a time, and schedules their retries.
+//!
+//! The store is the actor's work list; memory holds only the deliveries in flight. The
+//! actor pages due deliveries in from the store when told new work is there
+//! ([`WorkAvailable`]), when an attempt finishes, and on a timer set for the next
+//! scheduled retry. One attempt posts to every URL still worth trying, concurrently;
+//! its requests and the delivery's new state are committed together before the
+//! delivery leaves the in-flight set. Anything the actor loses by stopping (a supervisor
+//! restart, a crash) is therefore still pending in the store and is attempted again:
+//! delivery is at least once.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use actix_web::web::Bytes;
+use chrono::Utc;
+use futures_util::future::join_all;
+use futures_util::StreamExt;
+
+use crate::config::{DeliveryConfig, DestinationConfig};
+use crate::delivery::backoff::{next_delay, parse_retry_after};
+use crate::delivery::client::build_client;
+use crate::delivery::outcome::{classify_error, classify_status, UrlOutcome};
+use crate::delivery::signature::sign;
+use crate::metrics::Metrics;
+use crate::secret::Secret;
+use crate::store::{AttemptOutcome, AttemptRecord, DeliveryUpdate, DueDelivery, DuePage, Store};
+
+/// Segment's webhooks identify themselves with this User-Agent.
+const SEGMENT_USER_AGENT: &str = "Segment.io/1.0";
+/// How much of a response body an attempt keeps.
+const RESPONSE_BODY_KEPT: usize = 1024;
+/// With nothing due, look at the store this often anyway (new work is normally signalled).
+const IDLE_POLL: Duration = Duration::from_secs(5);
+
+/// New deliveries for this destination were committed.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct WorkAvailable;
+
+/// Stops the actor as an internal failure does; its supervisor restarts it.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Fail;
+
+/// Where and how one destination's requests are sent.
+#[derive(Debug)]
+pub struct Target {
+    pub source: String,
+    pub destination: String,
+    pub urls: Vec<UrlTarget>,
+    pub shared_secret: Option<Secret>,
+}
+
+/// One URL and the headers its requests carry (the destination's, then its own).
+#[derive(Debug, Clone)]
+pub struct UrlTarget {
+    pub url: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Target {
+    pub fn new(source: &str, destination: &DestinationConfig) -> Target {
+        let parse = |headers: &[(String, String)]| -> Vec<(HeaderName, HeaderValue)> {
+            // Names and values were validated with the config.
+            headers
+                .iter()
+                .filter_map(|(n, v)| {
+                    Some((
+                        HeaderName::from_str(n).ok()?,
+                        HeaderValue::from_str(v).ok()?,
+                    ))
+                })
+                .collect()
+        };
+        let shared = parse(&destination.headers);
+        let urls = destination
+            .urls
+            .iter()
+            .map(|u| UrlTarget {
+                url: u.url.clone(),
+                headers: shared.iter().cloned().chain(parse(&u.headers)).collect(),
+            })
+            .collect();
+        Target {
+            source: source.to_string(),
+            destination: destination.name.clone(),
+            urls,
+            shared_secret: destination.shared_secret.clone(),
+        }
+    }
+}
+
+/// Sends one destination's deliveries.
+pub struct DeliveryActor {
+    target: Arc<Target>,
+    settings: DeliveryConfig,
+    store: Arc<dyn Store>,
+    tls: Arc<rustls::ClientConfig>,
+    metrics: Arc<Metrics>,
+    /// Built on the actor's own thread: `awc::Client` is not `Send`.
+    client: Option<awc::Client>,
+    /// Deliveries being attempted, until their outcome is committed.
+    in_flight: HashSet<i64>,
+    /// A store query for due work is running.
+    fetching: bool,
+    /// Deliveries finished while that query ran: its answer may predate their commit.
+    finished_during_fetch: HashSet<i64>,
+    /// More work was signalled while fetching: fetch again when done.
+    fetch_again: bool,
+    /// The timer for the next scheduled retry or idle poll.
+    wake: Option<SpawnHandle>,
+}
+
+impl DeliveryActor {
+    pub fn new(
+        target: Arc<Target>,
+        settings: DeliveryConfig,
+        store: Arc<dyn Store>,
+        tls: Arc<rustls::ClientConfig>,
+        metrics: Arc<Metrics>,
+    ) -> DeliveryActor {
+        DeliveryActor {
+            target,
+            settings,
+            store,
+            tls,
+            metrics,
+            client: None,
+            in_flight: HashSet::new(),
+            fetching: false,
+            finished_during_fetch: HashSet::new(),
+            fetch_again: false,
+            wake: None,
+        }
+    }
+
+    fn name(&self) -> String {
+        format!("{}/{}", self.target.source, self.target.destination)
+    }
+
+    /// Fills free in-flight slots with due deliveries from the store.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.fetching {
+            self.fetch_again = true;
+            return;
+        }
+        let free = self
+            .settings
+            .max_in_flight
+            .saturating_sub(self.in_flight.len());
+        if free == 0 {
+            return; // A finishing attempt pumps again.
+        }
+        self.fetching = true;
+        self.finished_during_fetch.clear();
+        // Deliveries in flight are still pending in the store and come back first.
+        let limit = free + self.in_flight.len();
+        let query = self.store.due_deliveries(
+            &self.target.source,
+            &self.target.destination,
+            now_ms(),
+            limit,
+        );
+        ctx.spawn(query.into_actor(self).map(|page, actor, ctx| {
+            actor.fetching = false;
+            match page {
+                Ok(page) => actor.start_due(page, ctx),
+                Err(e) => {
+                    log::error!("delivery {}: cannot read due work: {e}", actor.name());
+                    ctx.stop();
+                }
+            }
+        }));
+    }
+
+    fn start_due(&mut self, page: DuePage, ctx: &mut Context<Self>) {
+        for delivery in page.due {
+            if self.in_flight.len() >= self.settings.max_in_flight {
+                break;
+            }
+            let id = delivery.delivery_id;
+            if !self.in_flight.contains(&id) && !self.finished_during_fetch.contains(&id) {
+                self.start_attempt(delivery, ctx);
+            }
+        }
+        self.schedule_wake(page.next_due_at_ms, ctx);
+        if std::mem::take(&mut self.fetch_again) {
+            self.pump(ctx);
+        }
+    }
+
+    /// Sets the timer for the next delivery not yet due (or the idle poll).
+    fn schedule_wake(&mut self, next_due_at_ms: Option<i64>, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.wake.take() {
+            ctx.cancel_future(handle);
+        }
+        let delay = next_due_at_ms
+            .map(|at| Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64))
+            .map_or(IDLE_POLL, |d| d.min(IDLE_POLL));
+        self.wake = Some(ctx.run_later(delay, |actor, ctx| {
+            actor.wake = None;
+            actor.pump(ctx);
+        }));
+    }
+
+    fn start_attempt(&mut self, delivery: DueDelivery, ctx: &mut Context<Self>) {
+        self.in_flight.insert(delivery.delivery_id);
+        let client = self
+            .client
+            .get_or_insert_with(|| {
+                let timeout = Duration::from_millis(self.settings.timeout_ms);
+                let connections = self.settings.max_in_flight * self.target.urls.len().max(1);
+                build_client(Arc::clone(&self.tls), timeout, connections)
+            })
+            .clone();
+        let body = Bytes::from(delivery.body.clone());
+        let signature = self
+            .target
+            .shared_secret
+            .as_ref()
+            .map(|secret| sign(secret.expose(), &body));
+        let requests = self
+            .target
+            .urls
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i < 32 && delivery.retry_urls & (1 << i) != 0)
+            .map(|(i, url)| {
+                let request = send_one(
+                    client.clone(),
+                    url.clone(),
+                    body.clone(),
+                    signature.clone(),
+                    self.settings.timeout_ms,
+                );
+                async move { (i, request.await) }
+            })
+            .collect::<Vec<_>>();
+        let first_attempt_at_ms = delivery.first_attempt_at_ms.unwrap_or_else(now_ms);
+        ctx.spawn(
+            join_all(requests)
+                .into_actor(self)
+                .map(move |results, actor, ctx| {
+                    let outcome = actor.decide(&delivery, first_attempt_at_ms, results);
+                    actor.finish_attempt(delivery, outcome, ctx);
+                }),
+        );
+    }
+
+    /// What an attempt's results mean for the delivery: the retry logic of SPEC §4.
+    fn decide(
+        &self,
+        delivery: &DueDelivery,
+        first_attempt_at_ms: i64,
+        results: Vec<(usize, UrlResult)>,
+    ) -> AttemptOutcome {
+        let mut retry_urls = delivery.retry_urls;
+        let mut retry_after = None;
+        let mut delivered = false;
+        for (i, result) in &results {
+            match result.outcome {
+                UrlOutcome::Success => delivered = true,
+                UrlOutcome::Permanent => retry_urls &= !(1 << i),
+                UrlOutcome::Retryable => {
+                    retry_after = retry_after.max(result.retry_after);
+                }
+            }
+        }
+        let last_error = results
+            .iter()
+            .rev()
+            .find_map(|(_, r)| r.record.error.clone())
+            .unwrap_or_default();
+        let update = if delivered {
+            DeliveryUpdate::Delivered
+        } else if (retry_urls & url_mask(self.target.urls.len())) == 0 {
+            DeliveryUpdate::Dead {
+                reason: format!("no URL worth retrying; last error: {last_error}"),
+            }
+        } else {
+            let delay = next_delay(
+                delivery.attempts + 1,
+                retry_after,
+                Duration::from_millis(self.settings.backoff_initial_ms),
+                Duration::from_millis(self.settings.backoff_max_ms),
+                &mut rand::rng(),
+            );
+            let at_ms = now_ms() + delay.as_millis() as i64;
+            let window_ends = first_attempt_at_ms + self.settings.retry_window_s as i64 * 1000;
+            if at_ms > window_ends {
+                DeliveryUpdate::Dead {
+                    reason: format!(
+                        "retry window of {} s over after {} attempts; last error: {last_error}",
+                        self.settings.retry_window_s,
+                        delivery.attempts + 1
+                    ),
+                }
+            } else {
+                DeliveryUpdate::RetryAt { at_ms, retry_urls }
+            }
+        };
+        for (_, result) in &results {
+            let class = match result.record.status {
+                Some(s) => format!("{}xx", s / 100),
+                None => "error".into(),
+            };
+            let labels = [
+                self.target.source.as_str(),
+                self.target.destination.as_str(),
+            ];
+            self.metrics
+                .attempts
+                .with_label_values(&[labels[0], labels[1], class.as_str()])
+                .inc();
+            self.metrics
+                .attempt_duration
+                .with_label_values(&labels)
+                .observe(result.record.latency_ms as f64 / 1000.0);
+        }
+        AttemptOutcome {
+            delivery_id: delivery.delivery_id,
+            first_attempt_at_ms,
+            attempts: results.into_iter().map(|(_, r)| r.record).collect(),
+            update,
+        }
+    }
+
+    /// Commits the attempt; only then does the delivery leave the in-flight set.
+    fn finish_attempt(
+        &mut self,
+        delivery: DueDelivery,
+        outcome: AttemptOutcome,
+        ctx: &mut Context<Self>,
+    ) {
+        let name = self.name();
+        match &outcome.update {
+            DeliveryUpdate::Delivered => {
+                log::debug!("delivery {name}: {} delivered", delivery.message_id);
+            }
+            DeliveryUpdate::RetryAt { at_ms, .. } => log::info!(
+                "delivery {name}: {} attempt {} failed, retry in {} ms",
+                delivery.message_id,
+                delivery.attempts + 1,
+                at_ms - now_ms()
+            ),
+            DeliveryUpdate::Dead { reason } => {
+                log::warn!(
+                    "delivery {name}: {} dead-lettered: {reason}",
+                    delivery.message_id
+                );
+            }
+        }
+        let finished = match &outcome.update {
+            DeliveryUpdate::Delivered => Some("delivered"),
+            DeliveryUpdate::Dead { .. } => Some("dead"),
+            DeliveryUpdate::RetryAt { .. } => None,
+        };
+        let record = self.store.record_attempt(outcome);
+        ctx.spawn(record.into_actor(self).map(move |result, actor, ctx| {
+            actor.in_flight.remove(&delivery.delivery_id);
+            if actor.fetching {
+                actor.finished_during_fetch.insert(delivery.delivery_id);
+            }
+            match result {
+                Ok(()) => {
+                    if let Some(outcome) = finished {
+                        actor
+                            .metrics
+                            .deliveries
+                            .with_label_values(&[
+                                &actor.target.source,
+                                &actor.target.destination,
+                                outcome,
+                            ])
+                            .inc();
+                    }
+                    actor.pump(ctx);
+                }
+                Err(e) => {
+                    log::error!("delivery {}: cannot record an attempt: {e}", actor.name());
+                    ctx.stop();
+                }
+            }
+        }));
+    }
+}
+
+impl Actor for DeliveryActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        log::debug!("delivery {}: started", self.name());
+        self.pump(ctx);
+    }
+}
+
+impl Supervised for DeliveryActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        log::warn!(
+            "delivery {}: restarting; pending work reloads from the store",
+            self.name()
+        );
+        self.metrics
+            .actor_restarts
+            .with_label_values(&["delivery"])
+            .inc();
+        // The old context's futures are gone: whatever was in flight is still pending in
+        // the store and will be attempted again.
+        self.in_flight.clear();
+        self.fetching = false;
+        self.finished_during_fetch.clear();
+        self.fetch_again = false;
+        self.wake = None;
+        self.client = None;
+    }
+}
+
+impl Handler<WorkAvailable> for DeliveryActor {
+    type Result = ();
+
+    fn handle(&mut self, _: WorkAvailable, ctx: &mut Context<Self>) {
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Fail> for DeliveryActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Fail, ctx: &mut Context<Self>) {
+        log::warn!("delivery {}: failing on request", self.name());
+        ctx.stop();
+    }
+}
+
+/// One URL's request: the record to store, the classification, any `Retry-After`.
+struct UrlResult {
+    record: AttemptRecord,
+    outcome: UrlOutcome,
+    retry_after: Option<Duration>,
+}
+
+async fn send_one(
+    client: awc::Client,
+    target: UrlTarget,
+    body: Bytes,
+    signature: Option<String>,
+    timeout_ms: u64,
+) -> UrlResult {
+    let attempted_at_ms = now_ms();
+    let started = Instant::now();
+    let mut request = client
+        .post(&target.url)
+        .insert_header((CONTENT_TYPE, "application/json"))
+        .insert_header((USER_AGENT, SEGMENT_USER_AGENT));
+    for (name, value) in target.headers {
+        request = request.insert_header((name, value));
+    }
+    if let Some(signature) = signature {
+        request = request.insert_header(("X-Signature", signature));
+    }
+    match request.send_body(body).await {
+        Ok(mut response) => {
+            let latency_ms = started.elapsed().as_millis() as u64;
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, Utc::now()));
+            let kept = read_prefix(&mut response, Duration::from_millis(timeout_ms)).await;
+            let outcome = classify_status(status);
+            let error = (outcome != UrlOutcome::Success).then(|| format!("HTTP {status}"));
+            UrlResult {
+                record: AttemptRecord {
+                    attempted_at_ms,
+                    url: target.url,
+                    status: Some(status),
+                    error,
+                    latency_ms,
+                    response_body: Some(kept),
+                },
+                outcome,
+                retry_after,
+            }
+        }
+        Err(e) => {
+            let (outcome, reason) = classify_error(&e, timeout_ms);
+            UrlResult {
+                record: AttemptRecord {
+                    attempted_at_ms,
+                    url: target.url,
+                    status: None,
+                    error: Some(reason),
+                    latency_ms: started.elapsed().as_millis() as u64,
+                    response_body: None,
+                },
+                outcome,
+                retry_after: None,
+            }
+        }
+    }
+}
+
+/// The first [`RESPONSE_BODY_KEPT`] bytes of a response body, read within `limit`; the
+/// rest is never read (an endless body costs nothing).
+async fn read_prefix<S>(response: &mut awc::ClientResponse<S>, limit: Duration) -> String
+where
+    S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
+{
+    let mut kept = Vec::new();
+    let read = async {
+        while let Some(Ok(chunk)) = response.next().await {
+            kept.extend_from_slice(&chunk[..chunk.len().min(RESPONSE_BODY_KEPT - kept.len())]);
+            if kept.len() >= RESPONSE_BODY_KEPT {
+                break;
+            }
+        }
+    };
+    let _ = actix_rt::time::timeout(limit, read).await;
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+/// The bits of `count` URLs.
+fn url_mask(count: usize) -> u32 {
+    ((1u64 << count.min(32)) - 1) as u32
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}

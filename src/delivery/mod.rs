@@ -1,0 +1,8 @@
+//! The pure parts of delivery, kept apart from the actors that use them: signing, the
+//! classification of an attempt's outcome (whether to retry), the backoff schedule (when),
+//! and the HTTP client's setup.
+
+pub mod backoff;
+pub mod client;
+pub mod outcome;
+pub mod signature;

@@ -1,0 +1,200 @@
+//! Recording webhook receivers: real actix-web servers on 127.0.0.1, plain or TLS, each
+//! answering as its script says and recording every request it gets.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+
+/// One request as the receiver got it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub path: String,
+    /// Header names in lower case.
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+    pub at: Instant,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+}
+
+/// What the receiver answers.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub delay: Duration,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Reply {
+        Reply {
+            status,
+            delay: Duration::ZERO,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn after(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+type Script = Box<dyn Fn(usize, &Recorded) -> Reply + Send + Sync>;
+
+struct State {
+    requests: Mutex<Vec<Recorded>>,
+    arrived: Condvar,
+    script: Script,
+}
+
+/// A running receiver; stopped when dropped.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    scheme: &'static str,
+    state: Arc<State>,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl Receiver {
+    /// A receiver that answers every request with 200.
+    pub fn ok() -> Receiver {
+        Receiver::start(|_, _| Reply::status(200))
+    }
+
+    /// A receiver whose answer to its n-th request (from 0) is `script(n, request)`.
+    pub fn start(script: impl Fn(usize, &Recorded) -> Reply + Send + Sync + 'static) -> Receiver {
+        Receiver::start_on(TcpListener::bind("127.0.0.1:0").unwrap(), None, script)
+    }
+
+    /// As [`Receiver::start`], serving HTTPS with `tls`.
+    pub fn start_tls(
+        tls: rustls::ServerConfig,
+        script: impl Fn(usize, &Recorded) -> Reply + Send + Sync + 'static,
+    ) -> Receiver {
+        Receiver::start_on(TcpListener::bind("127.0.0.1:0").unwrap(), Some(tls), script)
+    }
+
+    pub fn start_on(
+        listener: TcpListener,
+        tls: Option<rustls::ServerConfig>,
+        script: impl Fn(usize, &Recorded) -> Reply + Send + Sync + 'static,
+    ) -> Receiver {
+        let addr = listener.local_addr().unwrap();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let state = Arc::new(State {
+            requests: Mutex::new(Vec::new()),
+            arrived: Condvar::new(),
+            script: Box::new(script),
+        });
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        let server_state = Arc::clone(&state);
+        std::thread::spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                let data = web::Data::from(server_state);
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(data.clone())
+                        .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
+                        .default_service(web::to(record))
+                })
+                .workers(1)
+                .shutdown_timeout(0);
+                let server = match tls {
+                    Some(tls) => server.listen_rustls_0_23(listener, tls),
+                    None => server.listen(listener),
+                }
+                .unwrap()
+                .run();
+                handle_tx.send(server.handle()).unwrap();
+                let _ = server.await;
+            });
+        });
+        let server = handle_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        Receiver {
+            addr,
+            scheme,
+            state,
+            server,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}://{}{path}", self.scheme, self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.requests.lock().unwrap().len()
+    }
+
+    /// Waits until at least `n` requests arrived, at most `limit`.
+    pub fn wait_for(&self, n: usize, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut requests = self.state.requests.lock().unwrap();
+        while requests.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            requests = self.state.arrived.wait_timeout(requests, left).unwrap().0;
+        }
+        true
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        // Not awaited: a receiver holding hung requests must not hold up the test.
+        // The command is sent on the call; the future only reports completion.
+        drop(self.server.stop(false));
+    }
+}
+
+async fn record(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> HttpResponse {
+    let recorded = Recorded {
+        path: req.path().to_string(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect(),
+        body: body.to_vec(),
+        at: Instant::now(),
+    };
+    let n = {
+        let mut requests = state.requests.lock().unwrap();
+        requests.push(recorded.clone());
+        state.arrived.notify_all();
+        requests.len() - 1
+    };
+    let reply = (state.script)(n, &recorded);
+    if !reply.delay.is_zero() {
+        actix_rt::time::sleep(reply.delay).await;
+    }
+    let mut response =
+        HttpResponse::build(actix_web::http::StatusCode::from_u16(reply.status).unwrap());
+    for (name, value) in &reply.headers {
+        response.insert_header((name.as_str(), value.as_str()));
+    }
+    response.body("ok")
+}

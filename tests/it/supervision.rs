@@ -1,0 +1,89 @@
+//! A delivery actor that fails is restarted by its supervisor and completes its pending
+//! work from the store. Runs the service in this process, to reach the actor.
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use webhookd::actors::router::FailDestination;
+use webhookd::config::Config;
+
+use crate::common::receiver::{Receiver, Reply};
+use crate::common::{basic_auth, post, WRITE_KEY};
+
+async fn poll(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return true;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
+}
+
+#[test]
+fn a_failed_delivery_actor_is_restarted_and_finishes_its_work() {
+    let open = Arc::new(AtomicBool::new(false));
+    let gate = Arc::clone(&open);
+    let receiver = Receiver::start(move |_, _| {
+        Reply::status(if gate.load(Ordering::SeqCst) {
+            200
+        } else {
+            503
+        })
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::from_toml(&format!(
+        "[storage]\npath = {:?}\n[delivery]\nbackoff_initial_ms = 20\nbackoff_max_ms = 100\n\
+         [[sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n\
+         [[sources.destinations]]\nname = \"hook\"\nurls = [{:?}]\n",
+        dir.path().join("webhookd.db").display().to_string(),
+        receiver.url("/hook")
+    ))
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    actix_rt::System::new().block_on(async move {
+        let service = webhookd::app::start(config, listener).unwrap();
+        actix_rt::spawn(service.server);
+        let url = format!("http://{}/v1/batch", service.addr);
+        let items: Vec<_> = (0..20)
+            .map(|i| json!({"type": "track", "userId": "u", "event": "E", "messageId": format!("sup-{i}")}))
+            .collect();
+        let body = json!({"batch": items}).to_string();
+        // The test client blocks, so it runs off this thread's event loop.
+        let response = actix_rt::task::spawn_blocking(move || {
+            post(&url, &[("Authorization", &basic_auth(WRITE_KEY))], body.as_bytes())
+        })
+        .await
+        .unwrap();
+        assert_eq!(response.status, 200);
+        assert!(poll(Duration::from_secs(30), || receiver.count() >= 20).await);
+
+        let restarts = || service.metrics.actor_restarts.with_label_values(&["delivery"]).get();
+        assert_eq!(restarts(), 0);
+        let was_running = service
+            .router
+            .send(FailDestination { source: "web".into(), destination: "hook".into() })
+            .await
+            .unwrap();
+        assert!(was_running);
+        assert!(poll(Duration::from_secs(10), || restarts() == 1).await);
+
+        // Only requests answered 200 count: those after the gate opens.
+        let before = receiver.count();
+        open.store(true, Ordering::SeqCst);
+        let delivered = |r: &crate::common::receiver::Recorded| r.json()["messageId"].as_str().map(str::to_string);
+        assert!(
+            poll(Duration::from_secs(30), || {
+                let ids: std::collections::HashSet<_> = receiver.requests().iter().skip(before).filter_map(delivered).collect();
+                (0..20).all(|i| ids.contains(&format!("sup-{i}")))
+            })
+            .await
+        );
+        let rendered = service.metrics.render();
+        assert!(rendered.contains("webhookd_actor_restarts_total{actor=\"delivery\"} 1"), "{rendered}");
+    });
+}
