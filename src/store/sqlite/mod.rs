@@ -18,10 +18,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
+mod delivery;
+mod ingest;
+mod schema;
+
 use super::{
-    Appended, AttemptOutcome, AttemptRecord, DeliveryStatus, DeliveryUpdate, DueDelivery, DuePage,
-    NewEvent, Store, StoreError, StoreFuture, StoredEvent,
+    Appended, AttemptOutcome, AttemptRecord, DeliveryStatus, DueDelivery, DuePage, NewEvent, Store,
+    StoreError, StoreFuture, StoredEvent,
 };
+use schema::SCHEMA;
 
 /// Upper bound on the jobs that share one transaction, so that one commit stays short.
 const MAX_JOBS_PER_COMMIT: usize = 512;
@@ -31,53 +36,6 @@ const JOB_QUEUE_CAPACITY: usize = 1024;
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// WAL frames (4 KiB pages) past which the writer checkpoints after its commit.
 const WAL_WRITER_CHECKPOINT_FRAMES: i64 = 4_096;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS events (
-    id          INTEGER PRIMARY KEY,
-    source      TEXT NOT NULL,
-    message_id  TEXT NOT NULL,
-    user_id     TEXT,
-    type        TEXT NOT NULL,
-    received_at INTEGER NOT NULL,  -- ms since the Unix epoch
-    body        TEXT NOT NULL      -- canonical JSON, as sent to webhooks
-);
--- Message lookups and dedupe: a (source, messageId) whose latest event was received within
--- the dedupe window is not stored again. Client messageIds are random, so this is the one
--- index with random inserts; the others grow at their end.
-CREATE INDEX IF NOT EXISTS events_by_message ON events (source, message_id);
-
--- One row per event and enabled destination; the delivery actors' durable work list.
-CREATE TABLE IF NOT EXISTS deliveries (
-    id               INTEGER PRIMARY KEY,
-    event_id         INTEGER NOT NULL REFERENCES events (id) ON DELETE CASCADE,
-    source           TEXT NOT NULL,
-    destination      TEXT NOT NULL,
-    state            TEXT NOT NULL DEFAULT 'pending',  -- pending | delivered | dead
-    attempts         INTEGER NOT NULL DEFAULT 0,
-    first_attempt_at INTEGER,                          -- ms since the Unix epoch
-    next_attempt_at  INTEGER NOT NULL,                 -- ms since the Unix epoch
-    retry_urls       INTEGER NOT NULL DEFAULT -1,      -- bit i set: URL i may be tried
-    last_error       TEXT,
-    finished_at      INTEGER                           -- delivered or dead-lettered
-);
-CREATE INDEX IF NOT EXISTS deliveries_due
-    ON deliveries (source, destination, next_attempt_at) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS deliveries_by_event ON deliveries (event_id);
-
--- Every request made: one row per URL per attempt.
-CREATE TABLE IF NOT EXISTS attempts (
-    id            INTEGER PRIMARY KEY,
-    delivery_id   INTEGER NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
-    attempted_at  INTEGER NOT NULL,  -- ms since the Unix epoch
-    url           TEXT NOT NULL,
-    status        INTEGER,           -- HTTP status; NULL when no response came
-    error         TEXT,              -- why it failed, when it did
-    latency_ms    INTEGER NOT NULL,
-    response_body TEXT               -- the first 1 KB
-);
-CREATE INDEX IF NOT EXISTS attempts_by_delivery ON attempts (delivery_id);
-";
 
 /// A write to run inside the writer's transaction; it returns what to do once the
 /// transaction's fate is known.
@@ -182,7 +140,7 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn append(&self, events: Vec<NewEvent>) -> StoreFuture<Vec<Appended>> {
         let window_ms = self.dedupe_window_ms;
-        self.write(move |conn| append_events(conn, &events, window_ms))
+        self.write(move |conn| ingest::append_events(conn, &events, window_ms))
     }
 
     fn find_event(&self, source: &str, message_id: &str) -> StoreFuture<Option<StoredEvent>> {
@@ -255,7 +213,7 @@ impl Store for SqliteStore {
     }
 
     fn record_attempt(&self, outcome: AttemptOutcome) -> StoreFuture<()> {
-        self.write(move |conn| record_attempt(conn, &outcome))
+        self.write(move |conn| delivery::record_attempt(conn, &outcome))
     }
 
     fn pending_destinations(&self) -> StoreFuture<Vec<(String, String)>> {
@@ -354,113 +312,6 @@ fn in_savepoint<T>(
             Err(e)
         }
     }
-}
-
-fn append_events(
-    conn: &Connection,
-    events: &[NewEvent],
-    window_ms: i64,
-) -> Result<Vec<Appended>, StoreError> {
-    let window_start = now_ms().saturating_sub(window_ms);
-    let mut last_seen = conn.prepare_cached(
-        "SELECT max(received_at) FROM events WHERE source = ?1 AND message_id = ?2",
-    )?;
-    let mut insert_event = conn.prepare_cached(
-        "INSERT INTO events (source, message_id, user_id, type, received_at, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
-    let mut insert_delivery = conn.prepare_cached(
-        "INSERT INTO deliveries (event_id, source, destination, next_attempt_at)
-         VALUES (?1, ?2, ?3, ?4)",
-    )?;
-    let mut outcomes = Vec::with_capacity(events.len());
-    for event in events {
-        let received_at: Option<i64> =
-            last_seen.query_row(params![event.source, event.message_id], |row| row.get(0))?;
-        if received_at.is_some_and(|t| t > window_start) {
-            outcomes.push(Appended::Duplicate);
-            continue;
-        }
-        insert_event.execute(params![
-            event.source,
-            event.message_id,
-            event.user_id,
-            event.event_type,
-            event.received_at_ms,
-            event.body
-        ])?;
-        let event_id = conn.last_insert_rowid();
-        for destination in &event.destinations {
-            insert_delivery.execute(params![
-                event_id,
-                event.source,
-                destination,
-                event.received_at_ms
-            ])?;
-        }
-        outcomes.push(Appended::Stored { event_id });
-    }
-    Ok(outcomes)
-}
-
-fn record_attempt(conn: &Connection, outcome: &AttemptOutcome) -> Result<(), StoreError> {
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO attempts (delivery_id, attempted_at, url, status, error, latency_ms, response_body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?;
-    for a in &outcome.attempts {
-        insert.execute(params![
-            outcome.delivery_id,
-            a.attempted_at_ms,
-            a.url,
-            a.status,
-            a.error,
-            a.latency_ms,
-            a.response_body
-        ])?;
-    }
-    let last_error = outcome.attempts.iter().rev().find_map(|a| a.error.clone());
-    let now = now_ms();
-    // `state = 'pending'` keeps a purged or already finished delivery as it is.
-    match &outcome.update {
-        DeliveryUpdate::Delivered => conn
-            .prepare_cached(
-                "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1,
-                    first_attempt_at = ?2, finished_at = ?3
-                 WHERE id = ?1 AND state = 'pending'",
-            )?
-            .execute(params![
-                outcome.delivery_id,
-                outcome.first_attempt_at_ms,
-                now
-            ])?,
-        DeliveryUpdate::RetryAt { at_ms, retry_urls } => conn
-            .prepare_cached(
-                "UPDATE deliveries SET attempts = attempts + 1, first_attempt_at = ?2,
-                    next_attempt_at = ?3, retry_urls = ?4, last_error = ?5
-                 WHERE id = ?1 AND state = 'pending'",
-            )?
-            .execute(params![
-                outcome.delivery_id,
-                outcome.first_attempt_at_ms,
-                at_ms,
-                i64::from(*retry_urls),
-                last_error
-            ])?,
-        DeliveryUpdate::Dead { reason } => conn
-            .prepare_cached(
-                "UPDATE deliveries SET state = 'dead', attempts = attempts + 1,
-                    first_attempt_at = ?2, last_error = ?3, finished_at = ?4
-                 WHERE id = ?1 AND state = 'pending'",
-            )?
-            .execute(params![
-                outcome.delivery_id,
-                outcome.first_attempt_at_ms,
-                reason,
-                now
-            ])?,
-    };
-    Ok(())
 }
 
 fn write_loop(conn: Connection, mut queue: mpsc::Receiver<WriteJob>, path: PathBuf) {

@@ -1,0 +1,53 @@
+//! Writing accepted events with their pending deliveries, and the dedupe window.
+
+use rusqlite::{params, Connection};
+
+use super::now_ms;
+use crate::store::{Appended, NewEvent, StoreError};
+
+pub(super) fn append_events(
+    conn: &Connection,
+    events: &[NewEvent],
+    window_ms: i64,
+) -> Result<Vec<Appended>, StoreError> {
+    let window_start = now_ms().saturating_sub(window_ms);
+    let mut last_seen = conn.prepare_cached(
+        "SELECT max(received_at) FROM events WHERE source = ?1 AND message_id = ?2",
+    )?;
+    let mut insert_event = conn.prepare_cached(
+        "INSERT INTO events (source, message_id, user_id, type, received_at, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut insert_delivery = conn.prepare_cached(
+        "INSERT INTO deliveries (event_id, source, destination, next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    let mut outcomes = Vec::with_capacity(events.len());
+    for event in events {
+        let received_at: Option<i64> =
+            last_seen.query_row(params![event.source, event.message_id], |row| row.get(0))?;
+        if received_at.is_some_and(|t| t > window_start) {
+            outcomes.push(Appended::Duplicate);
+            continue;
+        }
+        insert_event.execute(params![
+            event.source,
+            event.message_id,
+            event.user_id,
+            event.event_type,
+            event.received_at_ms,
+            event.body
+        ])?;
+        let event_id = conn.last_insert_rowid();
+        for destination in &event.destinations {
+            insert_delivery.execute(params![
+                event_id,
+                event.source,
+                destination,
+                event.received_at_ms
+            ])?;
+        }
+        outcomes.push(Appended::Stored { event_id });
+    }
+    Ok(outcomes)
+}

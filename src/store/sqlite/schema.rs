@@ -1,0 +1,48 @@
+//! The SQLite schema: created on open when missing.
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    id          INTEGER PRIMARY KEY,
+    source      TEXT NOT NULL,
+    message_id  TEXT NOT NULL,
+    user_id     TEXT,
+    type        TEXT NOT NULL,
+    received_at INTEGER NOT NULL,  -- ms since the Unix epoch
+    body        TEXT NOT NULL      -- canonical JSON, as sent to webhooks
+);
+-- Message lookups and dedupe: a (source, messageId) whose latest event was received within
+-- the dedupe window is not stored again. Client messageIds are random, so this is the one
+-- index with random inserts; the others grow at their end.
+CREATE INDEX IF NOT EXISTS events_by_message ON events (source, message_id);
+
+-- One row per event and enabled destination; the delivery actors' durable work list.
+CREATE TABLE IF NOT EXISTS deliveries (
+    id               INTEGER PRIMARY KEY,
+    event_id         INTEGER NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    source           TEXT NOT NULL,
+    destination      TEXT NOT NULL,
+    state            TEXT NOT NULL DEFAULT 'pending',  -- pending | delivered | dead
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    first_attempt_at INTEGER,                          -- ms since the Unix epoch
+    next_attempt_at  INTEGER NOT NULL,                 -- ms since the Unix epoch
+    retry_urls       INTEGER NOT NULL DEFAULT -1,      -- bit i set: URL i may be tried
+    last_error       TEXT,
+    finished_at      INTEGER                           -- delivered or dead-lettered
+);
+CREATE INDEX IF NOT EXISTS deliveries_due
+    ON deliveries (source, destination, next_attempt_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_by_event ON deliveries (event_id);
+
+-- Every request made: one row per URL per attempt.
+CREATE TABLE IF NOT EXISTS attempts (
+    id            INTEGER PRIMARY KEY,
+    delivery_id   INTEGER NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+    attempted_at  INTEGER NOT NULL,  -- ms since the Unix epoch
+    url           TEXT NOT NULL,
+    status        INTEGER,           -- HTTP status; NULL when no response came
+    error         TEXT,              -- why it failed, when it did
+    latency_ms    INTEGER NOT NULL,
+    response_body TEXT               -- the first 1 KB
+);
+CREATE INDEX IF NOT EXISTS attempts_by_delivery ON attempts (delivery_id);
+";
