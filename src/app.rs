@@ -7,6 +7,7 @@ use std::time::Duration;
 use actix::{Addr, Arbiter, Supervisor};
 use actix_web::{web, App, HttpServer};
 
+use crate::actors::deletion::DeletionActor;
 use crate::actors::router::Router;
 use crate::api::{self, ApiState};
 use crate::config::Config;
@@ -59,11 +60,16 @@ pub fn start(config: Config, listener: TcpListener) -> Result<Service, StartErro
         );
         Supervisor::start(move |_| Router::new(config, store, tls, metrics, arbiters))
     };
+    let deletion = {
+        let (config, store, router) = (Arc::clone(&config), Arc::clone(&store), router.clone());
+        Supervisor::start(move |_| DeletionActor::new(config, store, router))
+    };
 
     let state = web::Data::new(ApiState {
         config: Arc::clone(&config),
         store,
         router: router.clone(),
+        deletion,
         metrics: Arc::clone(&metrics),
     });
     let addr = listener.local_addr()?;

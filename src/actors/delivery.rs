@@ -10,7 +10,7 @@
 //! restart, a crash) is therefore still pending in the store and is attempted again:
 //! delivery is at least once.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +42,13 @@ const IDLE_POLL: Duration = Duration::from_secs(5);
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct WorkAvailable;
+
+/// These deliveries were purged from the store: stop attempting them.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Cancel {
+    pub delivery_ids: Vec<i64>,
+}
 
 /// Stops the actor as an internal failure does; its supervisor restarts it.
 #[derive(Debug, Message)]
@@ -105,8 +112,9 @@ pub struct DeliveryActor {
     metrics: Arc<Metrics>,
     /// Built on the actor's own thread: `awc::Client` is not `Send`.
     client: Option<awc::Client>,
-    /// Deliveries being attempted, until their outcome is committed.
-    in_flight: HashSet<i64>,
+    /// Deliveries being attempted, until their outcome is committed, with the future
+    /// doing it (to cancel a purged one).
+    in_flight: HashMap<i64, SpawnHandle>,
     /// A store query for due work is running.
     fetching: bool,
     /// Deliveries finished while that query ran: its answer may predate their commit.
@@ -132,7 +140,7 @@ impl DeliveryActor {
             tls,
             metrics,
             client: None,
-            in_flight: HashSet::new(),
+            in_flight: HashMap::new(),
             fetching: false,
             finished_during_fetch: HashSet::new(),
             fetch_again: false,
@@ -185,7 +193,7 @@ impl DeliveryActor {
                 break;
             }
             let id = delivery.delivery_id;
-            if !self.in_flight.contains(&id) && !self.finished_during_fetch.contains(&id) {
+            if !self.in_flight.contains_key(&id) && !self.finished_during_fetch.contains(&id) {
                 self.start_attempt(delivery, ctx);
             }
         }
@@ -210,7 +218,7 @@ impl DeliveryActor {
     }
 
     fn start_attempt(&mut self, delivery: DueDelivery, ctx: &mut Context<Self>) {
-        self.in_flight.insert(delivery.delivery_id);
+        let delivery_id = delivery.delivery_id;
         let client = self
             .client
             .get_or_insert_with(|| {
@@ -243,14 +251,13 @@ impl DeliveryActor {
             })
             .collect::<Vec<_>>();
         let first_attempt_at_ms = delivery.first_attempt_at_ms.unwrap_or_else(now_ms);
-        ctx.spawn(
-            join_all(requests)
-                .into_actor(self)
-                .map(move |results, actor, ctx| {
-                    let outcome = actor.decide(&delivery, first_attempt_at_ms, results);
-                    actor.finish_attempt(delivery, outcome, ctx);
-                }),
-        );
+        let attempt = ctx.spawn(join_all(requests).into_actor(self).map(
+            move |results, actor, ctx| {
+                let outcome = actor.decide(&delivery, first_attempt_at_ms, results);
+                actor.finish_attempt(delivery, outcome, ctx);
+            },
+        ));
+        self.in_flight.insert(delivery_id, attempt);
     }
 
     /// What an attempt's results mean for the delivery: the retry logic of SPEC §4.
@@ -362,7 +369,8 @@ impl DeliveryActor {
             DeliveryUpdate::RetryAt { .. } => None,
         };
         let record = self.store.record_attempt(outcome);
-        ctx.spawn(record.into_actor(self).map(move |result, actor, ctx| {
+        let id = delivery.delivery_id;
+        let recording = ctx.spawn(record.into_actor(self).map(move |result, actor, ctx| {
             actor.in_flight.remove(&delivery.delivery_id);
             if actor.fetching {
                 actor.finished_during_fetch.insert(delivery.delivery_id);
@@ -388,6 +396,7 @@ impl DeliveryActor {
                 }
             }
         }));
+        self.in_flight.insert(id, recording);
     }
 }
 
@@ -425,6 +434,23 @@ impl Handler<WorkAvailable> for DeliveryActor {
     type Result = ();
 
     fn handle(&mut self, _: WorkAvailable, ctx: &mut Context<Self>) {
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Cancel> for DeliveryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Cancel, ctx: &mut Context<Self>) {
+        for id in msg.delivery_ids {
+            if let Some(attempt) = self.in_flight.remove(&id) {
+                ctx.cancel_future(attempt);
+                log::debug!("delivery {}: delivery {id} cancelled", self.name());
+            }
+            if self.fetching {
+                self.finished_during_fetch.insert(id);
+            }
+        }
         self.pump(ctx);
     }
 }

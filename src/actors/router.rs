@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::delivery::{DeliveryActor, Fail, Target, WorkAvailable};
+use super::delivery::{Cancel, DeliveryActor, Fail, Target, WorkAvailable};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{PurgedDelivery, RegulationPlan, Store};
 
 /// Messages the router can hold before senders are told it is full.
 const MAILBOX_CAPACITY: usize = 4096;
@@ -34,6 +34,14 @@ pub struct EventsStored {
 pub struct FailDestination {
     pub source: String,
     pub destination: String,
+}
+
+/// A regulation was applied: cancel its purged deliveries, send its notifications.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RegulationApplied {
+    pub plan: RegulationPlan,
+    pub purged: Vec<PurgedDelivery>,
 }
 
 /// Routes stored events to delivery actors.
@@ -153,6 +161,31 @@ impl Handler<EventsStored> for Router {
             .collect();
         for destination in destinations {
             self.wake(&msg.source, &destination);
+        }
+    }
+}
+
+impl Handler<RegulationApplied> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: RegulationApplied, _ctx: &mut Context<Self>) {
+        let mut purged: HashMap<(String, String), Vec<i64>> = HashMap::new();
+        for p in msg.purged {
+            purged
+                .entry((p.source, p.destination))
+                .or_default()
+                .push(p.delivery_id);
+        }
+        for (key, delivery_ids) in purged {
+            if let Some(addr) = self.actors.get(&key) {
+                // Not try_send: a purged delivery must not be attempted again.
+                addr.do_send(Cancel { delivery_ids });
+            }
+        }
+        for (source, destinations) in &msg.plan.sources {
+            for destination in destinations {
+                self.wake(source, destination);
+            }
         }
     }
 }

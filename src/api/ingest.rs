@@ -52,8 +52,10 @@ async fn single(
         client_ip: client_ip.as_deref(),
         batch_sent_at: None,
     };
-    let prepared =
-        prepare(event, event_type, &facts).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let prepared = prepare(event, event_type, &facts).map_err(|e| {
+        reject(&state, &source.name, 1);
+        ApiError::BadRequest(e.to_string())
+    })?;
     store_events(
         &state,
         source,
@@ -110,6 +112,7 @@ async fn batch(
         }
     }
     if !rejected.is_empty() {
+        reject(&state, &source.name, rejected.len() as u64);
         log::info!(
             "source {}: batch item(s) rejected: {} of {}",
             source.name,
@@ -173,6 +176,7 @@ async fn store_events(
         .filter(|d| d.enabled)
         .map(|d| d.name.clone())
         .collect();
+    let types: Vec<&'static str> = events.iter().map(|e| e.event_type.as_str()).collect();
     let new_events = events
         .into_iter()
         .map(|e| NewEvent {
@@ -194,19 +198,26 @@ async fn store_events(
             _ => ApiError::Unavailable("the store is unavailable; retry later".into()),
         }
     })?;
-    let event_ids: Vec<i64> = outcomes
-        .iter()
-        .filter_map(|o| match o {
-            Appended::Stored { event_id } => Some(*event_id),
-            Appended::Duplicate => None,
-        })
-        .collect();
-    let duplicates = outcomes.len() - event_ids.len();
-    if duplicates > 0 {
-        log::debug!(
-            "source {}: {duplicates} duplicate event(s) skipped",
-            source.name
-        );
+    let mut event_ids = Vec::with_capacity(outcomes.len());
+    for (outcome, event_type) in outcomes.iter().zip(types) {
+        let counter = match outcome {
+            Appended::Stored { event_id } => {
+                event_ids.push(*event_id);
+                state
+                    .metrics
+                    .events_received
+                    .with_label_values(&[&source.name, event_type])
+            }
+            Appended::Duplicate => state
+                .metrics
+                .events_rejected
+                .with_label_values(&[&source.name, "duplicate"]),
+            Appended::Suppressed => state
+                .metrics
+                .events_rejected
+                .with_label_values(&[&source.name, "suppressed"]),
+        };
+        counter.inc();
     }
     if !event_ids.is_empty() {
         let stored = EventsStored {
@@ -223,6 +234,15 @@ async fn store_events(
         }
     }
     Ok(())
+}
+
+/// Counts events refused for what they hold.
+fn reject(state: &ApiState, source: &str, count: u64) {
+    state
+        .metrics
+        .events_rejected
+        .with_label_values(&[source, "invalid"])
+        .inc_by(count);
 }
 
 fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {

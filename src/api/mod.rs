@@ -1,6 +1,7 @@
 //! The HTTP API (actix-web): Segment-compatible ingest, health, and the JSON error shape
 //! every endpoint shares.
 
+mod admin;
 mod body;
 mod health;
 mod ingest;
@@ -12,6 +13,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde_json::json;
 
+use crate::actors::deletion::DeletionActor;
 use crate::actors::router::Router;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -22,6 +24,7 @@ pub struct ApiState {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub router: Addr<Router>,
+    pub deletion: Addr<DeletionActor>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -66,6 +69,7 @@ impl ResponseError for ApiError {
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     ingest::configure(cfg);
+    admin::configure(cfg);
     health::configure(cfg);
     cfg.default_service(web::to(no_route));
 }

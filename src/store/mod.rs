@@ -38,6 +38,8 @@ pub enum Appended {
     Stored { event_id: i64 },
     /// The same `(source, messageId)` was stored within the dedupe window: nothing written.
     Duplicate,
+    /// The event's user is suppressed in its source: nothing written.
+    Suppressed,
 }
 
 /// An event as stored.
@@ -122,6 +124,93 @@ pub struct DeliveryStatus {
     pub attempts: Vec<AttemptRecord>,
 }
 
+/// What a deletion request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegulationType {
+    /// Purge the users' undelivered events and notify the webhooks.
+    DeleteOnly,
+    /// As `DeleteOnly`, and drop the users' later events at ingest.
+    SuppressWithDelete,
+}
+
+impl RegulationType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegulationType::DeleteOnly => "DELETE_ONLY",
+            RegulationType::SuppressWithDelete => "SUPPRESS_WITH_DELETE",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<RegulationType> {
+        match name {
+            "DELETE_ONLY" => Some(RegulationType::DeleteOnly),
+            "SUPPRESS_WITH_DELETE" => Some(RegulationType::SuppressWithDelete),
+            _ => None,
+        }
+    }
+}
+
+/// A user deletion request, as accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Regulation {
+    pub id: String,
+    pub regulation_type: RegulationType,
+    /// The `userId`s to delete.
+    pub subject_ids: Vec<String>,
+    /// The sources it covers; `None`: all of them.
+    pub sources: Option<Vec<String>>,
+    pub created_at_ms: i64,
+    /// When it was applied (purge, suppression, notifications); `None` until then.
+    pub applied_at_ms: Option<i64>,
+}
+
+/// How to apply a regulation, resolved against the configuration.
+#[derive(Debug, Clone)]
+pub struct RegulationPlan {
+    pub regulation_id: String,
+    pub suppress: bool,
+    pub subject_ids: Vec<String>,
+    /// Each covered source, with its enabled destinations (notified once per subject).
+    pub sources: Vec<(String, Vec<String>)>,
+}
+
+/// A pending delivery removed by a regulation, for its actor to drop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgedDelivery {
+    pub source: String,
+    pub destination: String,
+    pub delivery_id: i64,
+}
+
+/// How far a regulation's notifications have got at one destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationProgress {
+    pub source: String,
+    pub destination: String,
+    pub total: u64,
+    pub delivered: u64,
+    pub pending: u64,
+    pub dead: u64,
+}
+
+/// A regulation and its progress.
+#[derive(Debug, Clone)]
+pub struct RegulationProgress {
+    pub regulation: Regulation,
+    /// Undelivered deliveries removed when it was applied.
+    pub purged_deliveries: u64,
+    pub notifications: Vec<NotificationProgress>,
+}
+
+/// A user whose events a source drops at ingest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suppression {
+    pub source: String,
+    pub user_id: String,
+    pub regulation_id: String,
+    pub created_at_ms: i64,
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -169,6 +258,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// The deliveries, with their attempts, of the latest event of `source` with `message_id`.
     fn deliveries_of(&self, source: &str, message_id: &str) -> StoreFuture<Vec<DeliveryStatus>>;
+
+    /// Stores a regulation, not yet applied.
+    fn add_regulation(&self, regulation: Regulation) -> StoreFuture<()>;
+
+    /// Regulations stored but not yet applied, oldest first.
+    fn unapplied_regulations(&self) -> StoreFuture<Vec<Regulation>>;
+
+    /// Applies a regulation in one transaction: removes the undelivered events of its
+    /// users in its sources, records suppressions, adds one `delete` notification per
+    /// subject and destination, and marks it applied. Applying it again does nothing.
+    fn apply_regulation(&self, plan: RegulationPlan) -> StoreFuture<Vec<PurgedDelivery>>;
+
+    /// A regulation with the progress of its notifications.
+    fn regulation_progress(&self, id: &str) -> StoreFuture<Option<RegulationProgress>>;
+
+    /// Every suppression in force.
+    fn suppressions(&self) -> StoreFuture<Vec<Suppression>>;
+
+    /// Lifts the suppression of `user_id` in `source`; false when there was none.
+    fn lift_suppression(&self, source: &str, user_id: &str) -> StoreFuture<bool>;
 
     /// How many deliveries to `destination` of `source` are still pending.
     fn pending_count(&self, source: &str, destination: &str) -> StoreFuture<u64>;

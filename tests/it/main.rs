@@ -5,6 +5,7 @@ mod common;
 
 mod canonical;
 mod cli;
+mod deletion;
 mod delivery;
 mod durability;
 mod hostile;

@@ -14,6 +14,8 @@ pub(super) fn append_events(
     let mut last_seen = conn.prepare_cached(
         "SELECT max(received_at) FROM events WHERE source = ?1 AND message_id = ?2",
     )?;
+    let mut suppressed =
+        conn.prepare_cached("SELECT 1 FROM suppressions WHERE source = ?1 AND user_id = ?2")?;
     let mut insert_event = conn.prepare_cached(
         "INSERT INTO events (source, message_id, user_id, type, received_at, body)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -24,6 +26,13 @@ pub(super) fn append_events(
     )?;
     let mut outcomes = Vec::with_capacity(events.len());
     for event in events {
+        // Checked here, in the writer, so that no event slips in while a suppression commits.
+        if let Some(user_id) = &event.user_id {
+            if suppressed.exists(params![event.source, user_id])? {
+                outcomes.push(Appended::Suppressed);
+                continue;
+            }
+        }
         let received_at: Option<i64> =
             last_seen.query_row(params![event.source, event.message_id], |row| row.get(0))?;
         if received_at.is_some_and(|t| t > window_start) {

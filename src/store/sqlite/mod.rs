@@ -20,11 +20,13 @@ use tokio::sync::{mpsc, oneshot};
 
 mod delivery;
 mod ingest;
+mod regulation;
 mod schema;
 
 use super::{
-    Appended, AttemptOutcome, AttemptRecord, DeliveryStatus, DueDelivery, DuePage, NewEvent, Store,
-    StoreError, StoreFuture, StoredEvent,
+    Appended, AttemptOutcome, AttemptRecord, DeliveryStatus, DueDelivery, DuePage, NewEvent,
+    PurgedDelivery, Regulation, RegulationPlan, RegulationProgress, Store, StoreError, StoreFuture,
+    StoredEvent, Suppression,
 };
 use schema::SCHEMA;
 
@@ -270,6 +272,32 @@ impl Store for SqliteStore {
             }
             Ok(statuses)
         })
+    }
+
+    fn add_regulation(&self, regulation: Regulation) -> StoreFuture<()> {
+        self.write(move |conn| regulation::add(conn, &regulation))
+    }
+
+    fn unapplied_regulations(&self) -> StoreFuture<Vec<Regulation>> {
+        self.read(regulation::unapplied)
+    }
+
+    fn apply_regulation(&self, plan: RegulationPlan) -> StoreFuture<Vec<PurgedDelivery>> {
+        self.write(move |conn| regulation::apply(conn, &plan))
+    }
+
+    fn regulation_progress(&self, id: &str) -> StoreFuture<Option<RegulationProgress>> {
+        let id = id.to_string();
+        self.read(move |conn| regulation::progress(conn, &id))
+    }
+
+    fn suppressions(&self) -> StoreFuture<Vec<Suppression>> {
+        self.read(regulation::suppressions)
+    }
+
+    fn lift_suppression(&self, source: &str, user_id: &str) -> StoreFuture<bool> {
+        let (source, user_id) = (source.to_string(), user_id.to_string());
+        self.write(move |conn| regulation::lift_suppression(conn, &source, &user_id))
     }
 
     fn pending_count(&self, source: &str, destination: &str) -> StoreFuture<u64> {

@@ -45,4 +45,24 @@ CREATE TABLE IF NOT EXISTS attempts (
     response_body TEXT               -- the first 1 KB
 );
 CREATE INDEX IF NOT EXISTS attempts_by_delivery ON attempts (delivery_id);
+
+-- User deletion requests; applied_at is set in the transaction that applies one.
+CREATE TABLE IF NOT EXISTS regulations (
+    id                TEXT PRIMARY KEY,
+    type              TEXT NOT NULL,     -- DELETE_ONLY | SUPPRESS_WITH_DELETE
+    subject_ids       TEXT NOT NULL,     -- JSON array of userIds
+    sources           TEXT,              -- JSON array of source names; NULL: all
+    created_at        INTEGER NOT NULL,
+    applied_at        INTEGER,
+    purged_deliveries INTEGER NOT NULL DEFAULT 0
+);
+
+-- Users whose later events a source drops at ingest.
+CREATE TABLE IF NOT EXISTS suppressions (
+    source        TEXT NOT NULL,
+    user_id       TEXT NOT NULL,
+    regulation_id TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    PRIMARY KEY (source, user_id)
+) WITHOUT ROWID;
 ";

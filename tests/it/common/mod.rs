@@ -18,6 +18,7 @@ use serde_json::Value;
 use webhookd::store::{DeliveryStatus, SqliteStore, Store, StoredEvent};
 
 pub const WRITE_KEY: &str = "WRITE_KEY_WEB";
+pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 /// A config with one source `web` (write key [`WRITE_KEY`]) and one destination.
 pub fn one_source_config() -> String {
@@ -267,6 +268,30 @@ pub fn try_post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Resp
         status,
         body: serde_json::from_str(&text).unwrap_or(Value::Null),
     })
+}
+
+/// A request with the admin token.
+pub fn admin(method: &str, url: &str, body: Option<&Value>) -> Response {
+    let request = ureq::request(method, url)
+        .timeout(Duration::from_secs(30))
+        .set("Authorization", &format!("Bearer {ADMIN_TOKEN}"));
+    let result = match body {
+        Some(body) => request
+            .set("Content-Type", "application/json")
+            .send_string(&body.to_string()),
+        None => request.call(),
+    };
+    let response = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = response.status();
+    let text = response.into_string().unwrap_or_default();
+    Response {
+        status,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+    }
 }
 
 pub fn get(url: &str) -> Response {
