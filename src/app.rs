@@ -1,22 +1,28 @@
-//! Wiring: open the store, start the actors, start the HTTP server.
+//! Wiring: open the store, start the actors, start the HTTP server; then run until a
+//! signal says stop (SIGTERM, Ctrl-C) or reload (SIGHUP).
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Addr, Arbiter, Supervisor};
+use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::actors::deletion::DeletionActor;
-use crate::actors::router::Router;
+use crate::actors::router::{ConfigReloaded, DrainAll, Router};
 use crate::api::{self, ApiState};
-use crate::config::Config;
+use crate::config::{Config, ConfigError, SharedConfig};
 use crate::delivery::client::{tls_config, TlsSetupError};
 use crate::metrics::Metrics;
 use crate::store::{SqliteStore, Store, StoreError};
 
 /// Threads for delivery actors, at most: their work is mostly waiting on the network.
 const MAX_DELIVERY_THREADS: usize = 4;
+/// HTTP requests in progress get this long to finish at shutdown.
+const HTTP_SHUTDOWN: Duration = Duration::from_secs(5);
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -29,45 +35,66 @@ pub enum StartError {
     Http(#[from] std::io::Error),
 }
 
-/// A started service: its address, the server future that runs until it stops, and
-/// handles on its insides for those embedding it.
-pub struct Service {
-    pub addr: SocketAddr,
-    pub server: actix_web::dev::Server,
-    pub router: Addr<Router>,
-    pub metrics: Arc<Metrics>,
+/// Why a new configuration was not put in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
 }
 
-/// Starts webhookd on `listener`. Must be called inside an actix system; the returned
-/// server runs when awaited.
-pub fn start(config: Config, listener: TcpListener) -> Result<Service, StartError> {
-    let config = Arc::new(config);
+/// A started service: handles on its insides, for running, reloading and stopping it.
+pub struct Service {
+    pub addr: SocketAddr,
+    pub http: ServerHandle,
+    pub router: Addr<Router>,
+    pub metrics: Arc<Metrics>,
+    pub config: SharedConfig,
+    pub store: Arc<dyn Store>,
+}
+
+/// Starts webhookd on `listener`: returns the service and its HTTP server, which serves
+/// once awaited or spawned. Must run inside an actix system.
+pub async fn start(
+    config: Config,
+    listener: TcpListener,
+) -> Result<(Service, actix_web::dev::Server), StartError> {
+    let metrics = Arc::new(Metrics::new());
     let dedupe_window = Duration::from_secs(config.server.dedupe_window_s);
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.storage.path, dedupe_window)?);
+    let on_commit = {
+        let metrics = Arc::clone(&metrics);
+        Box::new(move |took: Duration, jobs: usize| {
+            metrics.store_commit_duration.observe(took.as_secs_f64());
+            metrics.store_commit_jobs.observe(jobs as f64);
+        })
+    };
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_observed(
+        &config.storage.path,
+        dedupe_window,
+        on_commit,
+    )?);
     log::info!("store open at {}", config.storage.path.display());
     let tls = tls_config(config.delivery.extra_root_certs.as_deref())?;
-    let metrics = Arc::new(Metrics::new());
+    let paused = store.paused_destinations().await?;
+    let config = SharedConfig::new(config);
 
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(MAX_DELIVERY_THREADS);
     let arbiters = (0..threads).map(|_| Arbiter::new().handle()).collect();
     let router = {
-        let (config, store, metrics) = (
-            Arc::clone(&config),
-            Arc::clone(&store),
-            Arc::clone(&metrics),
-        );
-        Supervisor::start(move |_| Router::new(config, store, tls, metrics, arbiters))
+        let (config, store, metrics) = (config.clone(), Arc::clone(&store), Arc::clone(&metrics));
+        Supervisor::start(move |_| Router::new(config, store, tls, metrics, arbiters, paused))
     };
     let deletion = {
-        let (config, store, router) = (Arc::clone(&config), Arc::clone(&store), router.clone());
+        let (config, store, router) = (config.clone(), Arc::clone(&store), router.clone());
         Supervisor::start(move |_| DeletionActor::new(config, store, router))
     };
 
     let state = web::Data::new(ApiState {
-        config: Arc::clone(&config),
-        store,
+        config: config.clone(),
+        store: Arc::clone(&store),
         router: router.clone(),
         deletion,
         metrics: Arc::clone(&metrics),
@@ -76,16 +103,92 @@ pub fn start(config: Config, listener: TcpListener) -> Result<Service, StartErro
     let server =
         HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))
             .client_request_timeout(Duration::from_secs(5))
+            .shutdown_timeout(HTTP_SHUTDOWN.as_secs())
+            // Signals are ours: shutdown must also drain the delivery actors.
+            .disable_signals()
             .listen(listener)?
             .run();
     log::info!(
         "webhookd listening on http://{addr} ({} source(s))",
-        config.sources.len()
+        config.current().sources.len()
     );
-    Ok(Service {
+    let service = Service {
         addr,
-        server,
+        http: server.handle(),
         router,
         metrics,
-    })
+        config,
+        store,
+    };
+    Ok((service, server))
+}
+
+impl Service {
+    /// Puts `new` in force: sources, destinations, `[delivery]` and the limits and token of
+    /// `[server]`. `server.listen` and `storage.path` keep their values until a restart.
+    pub fn reload(&self, mut new: Config) -> Result<(), ReloadError> {
+        let current = self.config.current();
+        if new.server.listen != current.server.listen || new.storage.path != current.storage.path {
+            log::warn!("reload: server.listen and storage.path take effect at the next start");
+            new.server.listen = current.server.listen;
+            new.storage = current.storage.clone();
+        }
+        let tls = tls_config(new.delivery.extra_root_certs.as_deref())?;
+        let sources = new.sources.len();
+        self.config.replace(Arc::new(new));
+        self.router.do_send(ConfigReloaded { tls });
+        log::info!("configuration reloaded: {sources} source(s)");
+        Ok(())
+    }
+
+    /// Stops accepting requests, lets requests and delivery attempts in progress finish
+    /// (each bounded by its timeout), and flushes the store.
+    pub async fn shutdown(&self) {
+        log::info!("shutting down: finishing requests and delivery attempts in progress");
+        let attempt_limit = Duration::from_millis(self.config.current().delivery.timeout_ms)
+            + Duration::from_secs(1);
+        let http = self.http.stop(true);
+        let deliveries = self.router.send(DrainAll {
+            limit: attempt_limit,
+        });
+        let (_, drained) = futures_util::future::join(http, deliveries).await;
+        if drained.is_err() {
+            log::warn!("shutdown: the router did not answer; attempts in flight were cut");
+        }
+        match self.store.checkpoint().await {
+            Ok(()) => log::info!("store flushed; stopped"),
+            Err(e) => log::error!("shutdown: store flush failed (the WAL keeps every commit): {e}"),
+        }
+    }
+}
+
+/// Runs webhookd until SIGTERM or Ctrl-C, reloading `config_path` on SIGHUP.
+pub async fn run(
+    config_path: PathBuf,
+    config: Config,
+    listener: TcpListener,
+) -> Result<(), StartError> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let (service, server) = start(config, listener).await?;
+    let server = actix_rt::spawn(server);
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => {
+                log::info!("SIGHUP: reloading {}", config_path.display());
+                let reloaded = Config::load(&config_path)
+                    .map_err(ReloadError::from)
+                    .and_then(|new| service.reload(new));
+                if let Err(e) = reloaded {
+                    log::error!("reload refused, the configuration in force stays: {e}");
+                }
+            }
+        }
+    }
+    service.shutdown().await;
+    let _ = server.await;
+    Ok(())
 }

@@ -9,6 +9,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, RwLock};
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::Uri;
@@ -158,6 +159,35 @@ impl Default for DeliveryConfig {
             max_in_flight: 64,
             extra_root_certs: None,
         }
+    }
+}
+
+/// The configuration in force, shared by the API and the actors and replaced whole when
+/// it is reloaded (SIGHUP). Readers take a snapshot and keep it for one unit of work.
+#[derive(Clone)]
+pub struct SharedConfig(Arc<RwLock<Arc<Config>>>);
+
+impl SharedConfig {
+    pub fn new(config: Config) -> SharedConfig {
+        SharedConfig(Arc::new(RwLock::new(Arc::new(config))))
+    }
+
+    /// The configuration in force now.
+    pub fn current(&self) -> Arc<Config> {
+        Arc::clone(
+            &self
+                .0
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+
+    /// Puts `config` in force.
+    pub fn replace(&self, config: Arc<Config>) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = config;
     }
 }
 

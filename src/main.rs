@@ -46,7 +46,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(config) {
+    match run(path, config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e:#}");
@@ -55,7 +55,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
     if config
         .server
         .admin_token
@@ -66,8 +66,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     }
     let listener = TcpListener::bind(config.server.listen)
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-    actix_web::rt::System::new().block_on(async move {
-        let service = webhookd::app::start(config, listener)?;
-        service.server.await.context("HTTP server failed")
-    })
+    actix_web::rt::System::new()
+        .block_on(webhookd::app::run(path, config, listener))
+        .context("webhookd stopped on an error")
 }

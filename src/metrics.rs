@@ -1,8 +1,11 @@
 //! Prometheus metrics: one registry, shared by the API and the actors, served at `/metrics`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+
+use crate::store::DestinationStats;
 
 /// Every metric webhookd exports.
 pub struct Metrics {
@@ -21,6 +24,17 @@ pub struct Metrics {
     pub attempt_duration: HistogramVec,
     /// `webhookd_actor_restarts_total{actor}`: actors restarted by their supervisor.
     pub actor_restarts: IntCounterVec,
+    /// `webhookd_queue_depth{source,destination}`: pending deliveries (set at scrape).
+    pub queue_depth: IntGaugeVec,
+    /// `webhookd_oldest_pending_age_seconds{source,destination}`: age of the oldest
+    /// pending delivery's event (set at scrape).
+    pub oldest_pending_age: GaugeVec,
+    /// `webhookd_dead_letters{source,destination}`: dead-lettered deliveries (set at scrape).
+    pub dead_letters: IntGaugeVec,
+    /// `webhookd_store_commit_duration_seconds`: one group commit.
+    pub store_commit_duration: Histogram,
+    /// `webhookd_store_commit_jobs`: writes that shared one commit.
+    pub store_commit_jobs: Histogram,
 }
 
 impl Metrics {
@@ -58,6 +72,50 @@ impl Metrics {
             "Actors restarted by their supervisor",
             &["actor"],
         );
+        let gauge = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["source", "destination"])
+                .expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let queue_depth = gauge("webhookd_queue_depth", "Pending deliveries per destination");
+        let dead_letters = gauge(
+            "webhookd_dead_letters",
+            "Dead-lettered deliveries per destination",
+        );
+        let oldest_pending_age = GaugeVec::new(
+            Opts::new(
+                "webhookd_oldest_pending_age_seconds",
+                "Age of the oldest pending delivery's event per destination",
+            ),
+            &["source", "destination"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(oldest_pending_age.clone()))
+            .expect("unique metric");
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .expect("valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
+            h
+        };
+        let store_commit_duration = histogram(
+            "webhookd_store_commit_duration_seconds",
+            "Duration of one group commit",
+            vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ],
+        );
+        let store_commit_jobs = histogram(
+            "webhookd_store_commit_jobs",
+            "Writes that shared one commit",
+            vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+        );
         let attempt_duration = HistogramVec::new(
             HistogramOpts::new(
                 "webhookd_attempt_duration_seconds",
@@ -80,6 +138,31 @@ impl Metrics {
             attempts,
             attempt_duration,
             actor_restarts,
+            queue_depth,
+            oldest_pending_age,
+            dead_letters,
+            store_commit_duration,
+            store_commit_jobs,
+        }
+    }
+
+    /// Sets the per-destination gauges from the store's figures.
+    pub fn set_destination_gauges(&self, stats: &[DestinationStats], now_ms: i64) {
+        self.queue_depth.reset();
+        self.oldest_pending_age.reset();
+        self.dead_letters.reset();
+        for s in stats {
+            let labels = [s.source.as_str(), s.destination.as_str()];
+            self.queue_depth
+                .with_label_values(&labels)
+                .set(s.pending as i64);
+            self.dead_letters
+                .with_label_values(&labels)
+                .set(s.dead as i64);
+            let age = s
+                .oldest_pending_received_at_ms
+                .map_or(0.0, |t| (now_ms - t).max(0) as f64 / 1000.0);
+            self.oldest_pending_age.with_label_values(&labels).set(age);
         }
     }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::router::{RegulationApplied, Router};
-use crate::config::Config;
+use crate::config::{Config, SharedConfig};
 use crate::store::{Regulation, RegulationPlan, RegulationType, Store, StoreError};
 
 /// A regulation was stored and waits to be applied.
@@ -24,7 +24,7 @@ use crate::store::{Regulation, RegulationPlan, RegulationType, Store, StoreError
 pub struct RegulationAdded;
 
 pub struct DeletionActor {
-    config: Arc<Config>,
+    config: SharedConfig,
     store: Arc<dyn Store>,
     router: Addr<Router>,
     /// Regulations are being applied.
@@ -34,7 +34,7 @@ pub struct DeletionActor {
 }
 
 impl DeletionActor {
-    pub fn new(config: Arc<Config>, store: Arc<dyn Store>, router: Addr<Router>) -> DeletionActor {
+    pub fn new(config: SharedConfig, store: Arc<dyn Store>, router: Addr<Router>) -> DeletionActor {
         DeletionActor {
             config,
             store,
@@ -52,13 +52,13 @@ impl DeletionActor {
         }
         self.working = true;
         let (config, store, router) = (
-            Arc::clone(&self.config),
+            self.config.clone(),
             Arc::clone(&self.store),
             self.router.clone(),
         );
         let applying = async move {
             for regulation in store.unapplied_regulations().await? {
-                let plan = plan(&config, &regulation);
+                let plan = plan(&config.current(), &regulation);
                 let purged = store.apply_regulation(plan.clone()).await?;
                 log::info!(
                     "regulation {} applied: {} subject(s), {} undelivered deliveries purged",

@@ -123,6 +123,10 @@ pub struct DeliveryActor {
     fetch_again: bool,
     /// The timer for the next scheduled retry or idle poll.
     wake: Option<SpawnHandle>,
+    /// Paused by an operator: nothing new is sent.
+    paused: bool,
+    /// Shutting down: nothing new is sent, and these hear when the last attempt ends.
+    draining: Option<Vec<tokio::sync::oneshot::Sender<()>>>,
 }
 
 impl DeliveryActor {
@@ -145,7 +149,15 @@ impl DeliveryActor {
             finished_during_fetch: HashSet::new(),
             fetch_again: false,
             wake: None,
+            paused: false,
+            draining: None,
         }
+    }
+
+    /// Starts paused (the operator's choice outlives restarts).
+    pub fn paused(mut self, paused: bool) -> DeliveryActor {
+        self.paused = paused;
+        self
     }
 
     fn name(&self) -> String {
@@ -154,6 +166,9 @@ impl DeliveryActor {
 
     /// Fills free in-flight slots with due deliveries from the store.
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.paused || self.draining.is_some() {
+            return;
+        }
         if self.fetching {
             self.fetch_again = true;
             return;
@@ -351,9 +366,15 @@ impl DeliveryActor {
                 log::debug!("delivery {name}: {} delivered", delivery.message_id);
             }
             DeliveryUpdate::RetryAt { at_ms, .. } => log::info!(
-                "delivery {name}: {} attempt {} failed, retry in {} ms",
+                "delivery {name}: {} attempt {} failed ({}), retry in {} ms",
                 delivery.message_id,
                 delivery.attempts + 1,
+                outcome
+                    .attempts
+                    .iter()
+                    .filter_map(|a| a.error.as_deref())
+                    .collect::<Vec<_>>()
+                    .join("; "),
                 at_ms - now_ms()
             ),
             DeliveryUpdate::Dead { reason } => {
@@ -375,6 +396,7 @@ impl DeliveryActor {
             if actor.fetching {
                 actor.finished_during_fetch.insert(delivery.delivery_id);
             }
+            actor.tell_drained();
             match result {
                 Ok(()) => {
                     if let Some(outcome) = finished {
@@ -397,6 +419,97 @@ impl DeliveryActor {
             }
         }));
         self.in_flight.insert(id, recording);
+    }
+}
+
+impl DeliveryActor {
+    /// When draining and nothing is in flight any more, says so to whoever waits.
+    fn tell_drained(&mut self) {
+        if self.in_flight.is_empty() {
+            if let Some(waiters) = self.draining.as_mut() {
+                for waiter in waiters.drain(..) {
+                    let _ = waiter.send(());
+                }
+            }
+        }
+    }
+}
+
+/// Pauses or resumes sending. In-flight attempts finish either way.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SetPaused(pub bool);
+
+/// Shutting down: start nothing new; answers once no attempt is in flight.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+/// The destination's configuration or the delivery settings changed (a reload).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Reconfigure {
+    pub target: Arc<Target>,
+    pub settings: DeliveryConfig,
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+/// The destination was removed or disabled: stop for good (its supervisor lets it go
+/// once the router has dropped its address). Its pending deliveries stay in the store.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+impl Handler<SetPaused> for DeliveryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetPaused, ctx: &mut Context<Self>) {
+        self.paused = msg.0;
+        log::info!(
+            "delivery {}: {}",
+            self.name(),
+            if msg.0 { "paused" } else { "resumed" }
+        );
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Drain> for DeliveryActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Drain, _ctx: &mut Context<Self>) -> Self::Result {
+        let (done, drained) = tokio::sync::oneshot::channel();
+        self.draining.get_or_insert_with(Vec::new).push(done);
+        self.tell_drained();
+        Box::pin(async move {
+            let _ = drained.await;
+        })
+    }
+}
+
+impl Handler<Reconfigure> for DeliveryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reconfigure, ctx: &mut Context<Self>) {
+        self.target = msg.target;
+        self.settings = msg.settings;
+        self.tls = msg.tls;
+        // In-flight requests keep the old client; new ones use the new settings.
+        self.client = None;
+        log::info!("delivery {}: reconfigured", self.name());
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Retire> for DeliveryActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        log::info!(
+            "delivery {}: retired; its pending deliveries wait in the store",
+            self.name()
+        );
+        ctx.stop();
     }
 }
 

@@ -4,20 +4,28 @@
 //!
 //! The router only signals; it never waits on a destination, so a slow one cannot hold
 //! up the others. A signal that cannot be queued is not lost work: the deliveries are in
-//! the store, and the actor looks there on its next pump or idle poll.
+//! the store, and the actor looks there on its next pump or idle poll. The router also
+//! carries operators' decisions to the delivery actors: pauses, reloaded configuration,
+//! cancellations from regulations, and the drain at shutdown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
+use futures_util::future::join_all;
 
-use super::delivery::{Cancel, DeliveryActor, Fail, Target, WorkAvailable};
-use crate::config::Config;
+use super::delivery::{
+    Cancel, DeliveryActor, Drain, Fail, Reconfigure, Retire, SetPaused, Target, WorkAvailable,
+};
+use crate::config::SharedConfig;
 use crate::metrics::Metrics;
 use crate::store::{PurgedDelivery, RegulationPlan, Store};
 
 /// Messages the router can hold before senders are told it is full.
 const MAILBOX_CAPACITY: usize = 4096;
+
+type DestinationKey = (String, String);
 
 /// Events of `source` were committed to the store with these ids.
 #[derive(Debug, Message)]
@@ -44,25 +52,57 @@ pub struct RegulationApplied {
     pub purged: Vec<PurgedDelivery>,
 }
 
+/// An operator paused or resumed a destination (already recorded in the store).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct PauseDestination {
+    pub source: String,
+    pub destination: String,
+    pub paused: bool,
+}
+
+/// Replayed dead letters are pending again for these destinations.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct WakeDestinations(pub Vec<DestinationKey>);
+
+/// A new configuration is in force (the shared config was replaced), with its TLS setup.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ConfigReloaded {
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+/// Shutting down: every delivery actor stops starting attempts; answers when the
+/// attempts in flight have ended, or after `limit`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct DrainAll {
+    pub limit: Duration,
+}
+
 /// Routes stored events to delivery actors.
 pub struct Router {
-    config: Arc<Config>,
+    config: SharedConfig,
     store: Arc<dyn Store>,
     tls: Arc<rustls::ClientConfig>,
     metrics: Arc<Metrics>,
     /// Threads the delivery actors run on, shared round-robin.
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
-    actors: HashMap<(String, String), Addr<DeliveryActor>>,
+    actors: HashMap<DestinationKey, Addr<DeliveryActor>>,
+    /// Destinations an operator paused; loaded from the store at start.
+    paused: HashSet<DestinationKey>,
 }
 
 impl Router {
     pub fn new(
-        config: Arc<Config>,
+        config: SharedConfig,
         store: Arc<dyn Store>,
         tls: Arc<rustls::ClientConfig>,
         metrics: Arc<Metrics>,
         arbiters: Vec<ArbiterHandle>,
+        paused: Vec<DestinationKey>,
     ) -> Router {
         Router {
             config,
@@ -72,7 +112,19 @@ impl Router {
             arbiters,
             next_arbiter: 0,
             actors: HashMap::new(),
+            paused: paused.into_iter().collect(),
         }
+    }
+
+    /// The target of `source`/`destination` in the configuration in force, if enabled.
+    fn target(&self, source: &str, destination: &str) -> Option<Arc<Target>> {
+        let config = self.config.current();
+        let source_config = config.sources.iter().find(|s| s.name == source)?;
+        let destination_config = source_config
+            .destinations
+            .iter()
+            .find(|d| d.name == destination && d.enabled)?;
+        Some(Arc::new(Target::new(source, destination_config)))
     }
 
     /// The delivery actor of `source`/`destination`, spawned if it is not running yet.
@@ -82,20 +134,16 @@ impl Router {
         if let Some(addr) = self.actors.get(&key) {
             return Some(addr.clone());
         }
-        let source_config = self.config.sources.iter().find(|s| s.name == source)?;
-        let destination_config = source_config
-            .destinations
-            .iter()
-            .find(|d| d.name == destination && d.enabled)?;
-        let target = Arc::new(Target::new(source, destination_config));
-        let settings = self.config.delivery.clone();
+        let target = self.target(source, destination)?;
+        let settings = self.config.current().delivery.clone();
         let store = Arc::clone(&self.store);
         let tls = Arc::clone(&self.tls);
         let metrics = Arc::clone(&self.metrics);
+        let paused = self.paused.contains(&key);
         let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
         self.next_arbiter += 1;
         let addr = Supervisor::start_in_arbiter(arbiter, move |_| {
-            DeliveryActor::new(target, settings, store, tls, metrics)
+            DeliveryActor::new(target, settings, store, tls, metrics).paused(paused)
         });
         log::debug!("router: delivery actor for {source}/{destination} started");
         self.actors.insert(key, addr.clone());
@@ -150,17 +198,12 @@ impl Handler<EventsStored> for Router {
     type Result = ();
 
     fn handle(&mut self, msg: EventsStored, _ctx: &mut Context<Self>) {
-        let Some(source) = self.config.sources.iter().find(|s| s.name == msg.source) else {
+        let config = self.config.current();
+        let Some(source) = config.sources.iter().find(|s| s.name == msg.source) else {
             return;
         };
-        let destinations: Vec<String> = source
-            .destinations
-            .iter()
-            .filter(|d| d.enabled)
-            .map(|d| d.name.clone())
-            .collect();
-        for destination in destinations {
-            self.wake(&msg.source, &destination);
+        for destination in source.destinations.iter().filter(|d| d.enabled) {
+            self.wake(&msg.source, &destination.name);
         }
     }
 }
@@ -169,7 +212,7 @@ impl Handler<RegulationApplied> for Router {
     type Result = ();
 
     fn handle(&mut self, msg: RegulationApplied, _ctx: &mut Context<Self>) {
-        let mut purged: HashMap<(String, String), Vec<i64>> = HashMap::new();
+        let mut purged: HashMap<DestinationKey, Vec<i64>> = HashMap::new();
         for p in msg.purged {
             purged
                 .entry((p.source, p.destination))
@@ -187,6 +230,81 @@ impl Handler<RegulationApplied> for Router {
                 self.wake(source, destination);
             }
         }
+    }
+}
+
+impl Handler<PauseDestination> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: PauseDestination, _ctx: &mut Context<Self>) {
+        let key = (msg.source, msg.destination);
+        if msg.paused {
+            self.paused.insert(key.clone());
+        } else {
+            self.paused.remove(&key);
+        }
+        if let Some(addr) = self.actors.get(&key) {
+            addr.do_send(SetPaused(msg.paused));
+        } else if !msg.paused {
+            self.wake(&key.0, &key.1);
+        }
+    }
+}
+
+impl Handler<WakeDestinations> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: WakeDestinations, _ctx: &mut Context<Self>) {
+        for (source, destination) in msg.0 {
+            self.wake(&source, &destination);
+        }
+    }
+}
+
+impl Handler<ConfigReloaded> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConfigReloaded, ctx: &mut Context<Self>) {
+        self.tls = msg.tls;
+        let settings = self.config.current().delivery.clone();
+        let keys: Vec<DestinationKey> = self.actors.keys().cloned().collect();
+        for key in keys {
+            match self.target(&key.0, &key.1) {
+                Some(target) => {
+                    let addr = &self.actors[&key];
+                    addr.do_send(Reconfigure {
+                        target,
+                        settings: settings.clone(),
+                        tls: Arc::clone(&self.tls),
+                    });
+                }
+                None => {
+                    // Dropping the address as well lets the supervisor end the actor.
+                    if let Some(addr) = self.actors.remove(&key) {
+                        addr.do_send(Retire);
+                    }
+                }
+            }
+        }
+        // New or re-enabled destinations may have deliveries waiting already.
+        let pending = self.store.pending_destinations();
+        let router = ctx.address();
+        actix::spawn(async move {
+            if let Ok(pairs) = pending.await {
+                router.do_send(WakeDestinations(pairs));
+            }
+        });
+    }
+}
+
+impl Handler<DrainAll> for Router {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: DrainAll, _ctx: &mut Context<Self>) -> Self::Result {
+        let drains: Vec<_> = self.actors.values().map(|addr| addr.send(Drain)).collect();
+        Box::pin(async move {
+            let _ = actix_rt::time::timeout(msg.limit, join_all(drains)).await;
+        })
     }
 }
 

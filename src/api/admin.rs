@@ -1,5 +1,6 @@
 //! The admin API under `/admin/v1`, behind `Authorization: Bearer <admin_token>`:
-//! regulations (user deletion requests) and suppressions.
+//! regulations (user deletion requests) and suppressions, message status, destinations
+//! (health, pause, resume), dead letters and their replay.
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -9,8 +10,9 @@ use serde_json::{json, Value};
 use super::body::read_json_body;
 use super::{ApiError, ApiState};
 use crate::actors::deletion::RegulationAdded;
+use crate::actors::router::{PauseDestination, WakeDestinations};
 use crate::segment::time::format_iso8601;
-use crate::store::{Regulation, RegulationType};
+use crate::store::{DeadLetterQuery, Regulation, RegulationType, ReplaySelection};
 
 /// Segment's limit on subjects in one regulation.
 pub const MAX_SUBJECTS: usize = 5_000;
@@ -22,13 +24,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/admin/v1/suppressions/{source}/{user_id}",
             web::delete().to(lift_suppression),
-        );
+        )
+        .route("/admin/v1/messages/{message_id}", web::get().to(message))
+        .route("/admin/v1/destinations", web::get().to(destinations))
+        .route(
+            "/admin/v1/destinations/{source}/{destination}/{action}",
+            web::post().to(pause_or_resume),
+        )
+        .route("/admin/v1/dead-letters", web::get().to(dead_letters))
+        .route("/admin/v1/dead-letters/replay", web::post().to(replay));
 }
 
 /// Admits the request if it carries the admin token. With no token configured the admin
 /// API does not exist (404); a missing or wrong token is 401.
 fn authorize(req: &HttpRequest, state: &ApiState) -> Result<(), ApiError> {
-    let Some(token) = &state.config.server.admin_token else {
+    let config = state.config.current();
+    let Some(token) = &config.server.admin_token else {
         return Err(ApiError::NotFound(format!(
             "no endpoint {} {}",
             req.method(),
@@ -61,7 +72,8 @@ async fn create_regulation(
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
-    let body = read_json_body(&req, payload, state.config.server.max_batch_bytes * 2).await?;
+    let limit = state.config.current().server.max_batch_bytes * 2;
+    let body = read_json_body(&req, payload, limit).await?;
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))?;
     let regulation = parse_regulation(&body, &state)?;
@@ -117,7 +129,13 @@ fn parse_regulation(body: &Value, state: &ApiState) -> Result<Regulation, ApiErr
             let mut names = Vec::with_capacity(list.len());
             for (i, name) in list.iter().enumerate() {
                 let name = name.as_str().unwrap_or_default();
-                if !state.config.sources.iter().any(|s| s.name == name) {
+                if !state
+                    .config
+                    .current()
+                    .sources
+                    .iter()
+                    .any(|s| s.name == name)
+                {
                     return Err(ApiError::BadRequest(format!(
                         "`sources[{i}]` is not a configured source"
                     )));
@@ -221,4 +239,270 @@ async fn lift_suppression(
     }
     log::info!("suppression lifted in source {source}");
     Ok(HttpResponse::Ok().json(json!({"success": true})))
+}
+
+/// `GET /admin/v1/messages/{messageId}`: in every source, the event with that id and each
+/// of its deliveries with every attempt.
+async fn message(
+    req: HttpRequest,
+    message_id: web::Path<String>,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let unavailable = |e: crate::store::StoreError| {
+        ApiError::Unavailable(format!("the store is unavailable: {e}"))
+    };
+    let mut events = Vec::new();
+    for source in &state.config.current().sources {
+        let Some(event) = state
+            .store
+            .find_event(&source.name, &message_id)
+            .await
+            .map_err(unavailable)?
+        else {
+            continue;
+        };
+        let deliveries = state
+            .store
+            .deliveries_of(&source.name, &message_id)
+            .await
+            .map_err(unavailable)?;
+        let deliveries: Vec<Value> = deliveries
+            .iter()
+            .map(|d| {
+                let attempts: Vec<Value> = d
+                    .attempts
+                    .iter()
+                    .map(|a| {
+                        json!({"at": iso(a.attempted_at_ms), "url": a.url, "status": a.status,
+                            "error": a.error, "latencyMs": a.latency_ms, "responseBody": a.response_body})
+                    })
+                    .collect();
+                json!({"deliveryId": d.delivery_id, "destination": d.destination, "state": d.state,
+                    "attemptCount": d.attempt_count,
+                    "nextAttemptAt": (d.state == "pending").then(|| iso(d.next_attempt_at_ms)),
+                    "lastError": d.last_error, "attempts": attempts})
+            })
+            .collect();
+        events.push(json!({"source": source.name, "type": event.event_type,
+            "receivedAt": iso(event.received_at_ms), "deliveries": deliveries}));
+    }
+    if events.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "no event with messageId {message_id:?}"
+        )));
+    }
+    Ok(HttpResponse::Ok().json(json!({"messageId": message_id.as_str(), "events": events})))
+}
+
+/// `GET /admin/v1/destinations`: each configured destination's queue, health and state.
+async fn destinations(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let stats = state
+        .store
+        .destination_stats(now)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the store is unavailable: {e}")))?;
+    let config = state.config.current();
+    let mut list = Vec::new();
+    for source in &config.sources {
+        for destination in &source.destinations {
+            let s = stats
+                .iter()
+                .find(|s| s.source == source.name && s.destination == destination.name)
+                .cloned()
+                .unwrap_or_default();
+            let status = if !destination.enabled {
+                "disabled"
+            } else if s.paused {
+                "paused"
+            } else {
+                "active"
+            };
+            let success_rate = (s.attempts_last_hour > 0)
+                .then(|| s.successes_last_hour as f64 / s.attempts_last_hour as f64);
+            list.push(json!({
+                "source": source.name,
+                "destination": destination.name,
+                "state": status,
+                "queueDepth": s.pending,
+                "oldestPendingAgeSeconds": s.oldest_pending_received_at_ms.map(|t| (now - t).max(0) as f64 / 1000.0),
+                "deadLetters": s.dead,
+                "attemptsLastHour": s.attempts_last_hour,
+                "successRateLastHour": success_rate,
+                "lastError": s.last_error,
+                "lastErrorAt": s.last_error_at_ms.map(iso),
+            }));
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({ "destinations": list })))
+}
+
+/// `POST /admin/v1/destinations/{source}/{destination}/pause` and `.../resume`.
+async fn pause_or_resume(
+    req: HttpRequest,
+    path: web::Path<(String, String, String)>,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let (source, destination, action) = path.into_inner();
+    let paused = match action.as_str() {
+        "pause" => true,
+        "resume" => false,
+        _ => {
+            return Err(ApiError::NotFound(format!(
+                "no endpoint {} {}",
+                req.method(),
+                req.path()
+            )))
+        }
+    };
+    let config = state.config.current();
+    let known = config
+        .sources
+        .iter()
+        .any(|s| s.name == source && s.destinations.iter().any(|d| d.name == destination));
+    if !known {
+        return Err(ApiError::NotFound(format!(
+            "no destination {source}/{destination}"
+        )));
+    }
+    state
+        .store
+        .set_paused(&source, &destination, paused)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the store is unavailable: {e}")))?;
+    state.router.do_send(PauseDestination {
+        source: source.clone(),
+        destination: destination.clone(),
+        paused,
+    });
+    Ok(
+        HttpResponse::Ok().json(json!({"source": source, "destination": destination,
+        "state": if paused { "paused" } else { "active" }})),
+    )
+}
+
+/// Query of `GET /admin/v1/dead-letters`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterParams {
+    source: Option<String>,
+    destination: Option<String>,
+    /// ISO 8601: dead-lettered at or after.
+    since: Option<String>,
+    /// ISO 8601: dead-lettered before.
+    until: Option<String>,
+    /// The `nextCursor` of the previous page.
+    cursor: Option<i64>,
+    limit: Option<usize>,
+}
+
+const DEAD_LETTER_PAGE: usize = 100;
+const DEAD_LETTER_PAGE_MAX: usize = 1_000;
+
+fn time_param(name: &str, value: &Option<Value>) -> Result<Option<i64>, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => crate::segment::time::parse_iso8601(text)
+            .map(|t| Some(t.timestamp_millis()))
+            .ok_or_else(|| ApiError::BadRequest(format!("`{name}` is not an ISO 8601 date-time"))),
+        Some(_) => Err(ApiError::BadRequest(format!(
+            "`{name}` must be an ISO 8601 string"
+        ))),
+    }
+}
+
+/// `GET /admin/v1/dead-letters?source=&destination=&since=&until=&cursor=&limit=`.
+async fn dead_letters(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let params = web::Query::<DeadLetterParams>::from_query(req.query_string())
+        .map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?
+        .into_inner();
+    let limit = params
+        .limit
+        .unwrap_or(DEAD_LETTER_PAGE)
+        .clamp(1, DEAD_LETTER_PAGE_MAX);
+    let query = DeadLetterQuery {
+        source: params.source,
+        destination: params.destination,
+        since_ms: time_param("since", &params.since.map(Value::String))?,
+        until_ms: time_param("until", &params.until.map(Value::String))?,
+        after_id: params.cursor,
+        limit,
+    };
+    let letters = state
+        .store
+        .dead_letters(query)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the store is unavailable: {e}")))?;
+    let next_cursor = (letters.len() == limit)
+        .then(|| letters.last().map(|l| l.delivery_id))
+        .flatten();
+    let letters: Vec<Value> = letters
+        .iter()
+        .map(|l| {
+            json!({"deliveryId": l.delivery_id, "source": l.source, "destination": l.destination,
+                "messageId": l.message_id, "type": l.event_type, "attemptCount": l.attempt_count,
+                "lastError": l.last_error, "deadAt": iso(l.dead_at_ms),
+                "firstAttemptAt": l.first_attempt_at_ms.map(iso)})
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"deadLetters": letters, "nextCursor": next_cursor})))
+}
+
+/// `POST /admin/v1/dead-letters/replay` with `{"deliveryIds": [...]}` or
+/// `{"source": ..., "destination": ..., "since": ..., "until": ...}`.
+async fn replay(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let body = read_json_body(&req, payload, state.config.current().server.max_batch_bytes).await?;
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))?;
+    let selection = if let Some(ids) = body.get("deliveryIds") {
+        let ids = ids
+            .as_array()
+            .filter(|ids| !ids.is_empty())
+            .and_then(|ids| ids.iter().map(Value::as_i64).collect::<Option<Vec<_>>>())
+            .ok_or_else(|| {
+                ApiError::BadRequest("`deliveryIds` must be a non-empty array of ids".into())
+            })?;
+        ReplaySelection::Ids(ids)
+    } else {
+        let text = |name: &str| {
+            body.get(name)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!("`{name}` is required (or give `deliveryIds`)"))
+                })
+        };
+        ReplaySelection::Destination {
+            source: text("source")?,
+            destination: text("destination")?,
+            since_ms: time_param("since", &body.get("since").cloned())?,
+            until_ms: time_param("until", &body.get("until").cloned())?,
+        }
+    };
+    let replayed = state
+        .store
+        .replay_dead_letters(selection)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the store is unavailable: {e}")))?;
+    let total: u64 = replayed.iter().map(|(_, _, n)| n).sum();
+    log::info!("dead letters replayed: {total}");
+    state.router.do_send(WakeDestinations(
+        replayed.into_iter().map(|(s, d, _)| (s, d)).collect(),
+    ));
+    Ok(HttpResponse::Ok().json(json!({"replayed": total})))
 }

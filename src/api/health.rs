@@ -11,8 +11,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics));
 }
 
-/// Prometheus text format.
+/// Prometheus text format. The per-destination gauges are read from the store now.
 async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
+    let now = chrono::Utc::now().timestamp_millis();
+    match state.store.destination_stats(now).await {
+        Ok(stats) => state.metrics.set_destination_gauges(&stats, now),
+        Err(e) => log::warn!("metrics: destination gauges not refreshed: {e}"),
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use super::body::read_json_body;
 use super::{ApiError, ApiState};
 use crate::actors::router::EventsStored;
-use crate::config::SourceConfig;
+use crate::config::{Config, SourceConfig};
 use crate::segment::{
     merge_batch_defaults, object_to_canonical_json, prepare, EventError, EventType, PreparedEvent,
     RequestFacts,
@@ -38,13 +38,14 @@ async fn single(
     let event_type = EventType::from_name(&event_type).ok_or_else(|| {
         ApiError::NotFound(format!("no endpoint POST /v1/{}", event_type.as_str()))
     })?;
-    let header_source = source_from_header(&req, &state)?;
-    let limit = state.config.server.max_message_bytes;
+    let config = state.config.current();
+    let header_source = source_from_header(&req, &config)?;
+    let limit = config.server.max_message_bytes;
     let body = read_json_body(&req, payload, limit).await?;
     let event = parse_object(&body)?;
     let source = match header_source {
         Some(source) => source,
-        None => source_from_body(&event, &state)?,
+        None => source_from_body(&event, &config)?,
     };
     let client_ip = client_ip(&req);
     let facts = RequestFacts {
@@ -73,13 +74,14 @@ async fn batch(
     payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    let header_source = source_from_header(&req, &state)?;
-    let server = &state.config.server;
+    let config = state.config.current();
+    let header_source = source_from_header(&req, &config)?;
+    let server = &config.server;
     let body = read_json_body(&req, payload, server.max_batch_bytes).await?;
     let mut envelope = parse_object(&body)?;
     let source = match header_source {
         Some(source) => source,
-        None => source_from_body(&envelope, &state)?,
+        None => source_from_body(&envelope, &config)?,
     };
     let items = match envelope.remove("batch") {
         Some(Value::Array(items)) => items,
@@ -256,7 +258,7 @@ fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
 /// The source named by HTTP Basic auth (write key as user name), if the header is there.
 fn source_from_header<'a>(
     req: &HttpRequest,
-    state: &'a ApiState,
+    config: &'a Config,
 ) -> Result<Option<&'a SourceConfig>, ApiError> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return Ok(None);
@@ -278,16 +280,16 @@ fn source_from_header<'a>(
     let write_key = decoded
         .split_once(':')
         .map_or(decoded.as_str(), |(user, _)| user);
-    source_by_key(state, write_key).map(Some)
+    source_by_key(config, write_key).map(Some)
 }
 
 /// The source named by the body's `writeKey`.
 fn source_from_body<'a>(
     body: &Map<String, Value>,
-    state: &'a ApiState,
+    config: &'a Config,
 ) -> Result<&'a SourceConfig, ApiError> {
     match body.get("writeKey") {
-        Some(Value::String(key)) => source_by_key(state, key),
+        Some(Value::String(key)) => source_by_key(config, key),
         Some(_) => Err(ApiError::Unauthorized("`writeKey` must be a string".into())),
         None => Err(ApiError::Unauthorized(
             "a write key is required: Basic auth or `writeKey` in the body".into(),
@@ -295,12 +297,11 @@ fn source_from_body<'a>(
     }
 }
 
-fn source_by_key<'a>(state: &'a ApiState, key: &str) -> Result<&'a SourceConfig, ApiError> {
+fn source_by_key<'a>(config: &'a Config, key: &str) -> Result<&'a SourceConfig, ApiError> {
     if key.is_empty() {
         return Err(ApiError::Unauthorized("the write key is empty".into()));
     }
-    state
-        .config
+    config
         .source_by_write_key(key)
         .ok_or_else(|| ApiError::Unauthorized("unknown write key".into()))
 }

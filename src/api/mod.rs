@@ -15,13 +15,13 @@ use serde_json::json;
 
 use crate::actors::deletion::DeletionActor;
 use crate::actors::router::Router;
-use crate::config::Config;
+use crate::config::SharedConfig;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// What every handler can reach.
 pub struct ApiState {
-    pub config: Arc<Config>,
+    pub config: SharedConfig,
     pub store: Arc<dyn Store>,
     pub router: Addr<Router>,
     pub deletion: Addr<DeletionActor>,

@@ -11,7 +11,7 @@ mod sqlite;
 use std::future::Future;
 use std::pin::Pin;
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{CommitObserver, SqliteStore};
 
 /// What the store's operations return: a future that does not borrow the store.
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
@@ -211,6 +211,66 @@ pub struct Suppression {
     pub created_at_ms: i64,
 }
 
+/// One destination's backlog and health, as the store knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DestinationStats {
+    pub source: String,
+    pub destination: String,
+    /// Deliveries waiting (queue depth).
+    pub pending: u64,
+    pub dead: u64,
+    /// `receivedAt` of the oldest pending delivery's event.
+    pub oldest_pending_received_at_ms: Option<i64>,
+    pub attempts_last_hour: u64,
+    /// Requests answered 2xx in the last hour.
+    pub successes_last_hour: u64,
+    pub last_error: Option<String>,
+    pub last_error_at_ms: Option<i64>,
+    pub paused: bool,
+}
+
+/// Which dead letters to list: all filters optional, `after_id` pages on.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterQuery {
+    pub source: Option<String>,
+    pub destination: Option<String>,
+    /// Dead-lettered at or after this time.
+    pub since_ms: Option<i64>,
+    /// Dead-lettered before this time.
+    pub until_ms: Option<i64>,
+    /// Only deliveries with a larger id (the previous page's last).
+    pub after_id: Option<i64>,
+    pub limit: usize,
+}
+
+/// A dead-lettered delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub delivery_id: i64,
+    pub source: String,
+    pub destination: String,
+    pub message_id: String,
+    pub event_type: String,
+    pub attempt_count: u32,
+    pub last_error: Option<String>,
+    pub dead_at_ms: i64,
+    pub first_attempt_at_ms: Option<i64>,
+}
+
+/// Which dead letters to replay.
+#[derive(Debug, Clone)]
+pub enum ReplaySelection {
+    /// These deliveries (those not dead are left alone).
+    Ids(Vec<i64>),
+    /// One destination's dead letters, dead-lettered within the optional time range.
+    Destination {
+        source: String,
+        destination: String,
+        since_ms: Option<i64>,
+        until_ms: Option<i64>,
+    },
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -278,6 +338,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// Lifts the suppression of `user_id` in `source`; false when there was none.
     fn lift_suppression(&self, source: &str, user_id: &str) -> StoreFuture<bool>;
+
+    /// Backlog and health of every destination that has deliveries or is paused.
+    fn destination_stats(&self, now_ms: i64) -> StoreFuture<Vec<DestinationStats>>;
+
+    /// Dead letters matching `query`, oldest id first.
+    fn dead_letters(&self, query: DeadLetterQuery) -> StoreFuture<Vec<DeadLetter>>;
+
+    /// Makes the selected dead letters pending again, due now, with a fresh retry window
+    /// and every URL to try; their attempt history stays. Returns the replayed deliveries'
+    /// `(source, destination)` with how many each.
+    fn replay_dead_letters(
+        &self,
+        selection: ReplaySelection,
+    ) -> StoreFuture<Vec<(String, String, u64)>>;
+
+    /// Pauses (or resumes) a destination; kept across restarts.
+    fn set_paused(&self, source: &str, destination: &str, paused: bool) -> StoreFuture<()>;
+
+    /// The paused `(source, destination)` pairs.
+    fn paused_destinations(&self) -> StoreFuture<Vec<(String, String)>>;
+
+    /// Copies the write-ahead log into the database file, for a clean shutdown.
+    fn checkpoint(&self) -> StoreFuture<()>;
 
     /// How many deliveries to `destination` of `source` are still pending.
     fn pending_count(&self, source: &str, destination: &str) -> StoreFuture<u64>;

@@ -46,8 +46,8 @@ fn a_failed_delivery_actor_is_restarted_and_finishes_its_work() {
     .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     actix_rt::System::new().block_on(async move {
-        let service = webhookd::app::start(config, listener).unwrap();
-        actix_rt::spawn(service.server);
+        let (service, server) = webhookd::app::start(config, listener).await.unwrap();
+        actix_rt::spawn(server);
         let url = format!("http://{}/v1/batch", service.addr);
         let items: Vec<_> = (0..20)
             .map(|i| json!({"type": "track", "userId": "u", "event": "E", "messageId": format!("sup-{i}")}))

@@ -26,6 +26,13 @@ pub(super) fn record_attempt(
     }
     let last_error = outcome.attempts.iter().rev().find_map(|a| a.error.clone());
     let now = now_ms();
+    if let Some(error) = &last_error {
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO destination_errors (source, destination, error, at)
+             SELECT source, destination, ?2, ?3 FROM deliveries WHERE id = ?1",
+        )?
+        .execute(params![outcome.delivery_id, error, now])?;
+    }
     // `state = 'pending'` keeps a purged or already finished delivery as it is.
     match &outcome.update {
         DeliveryUpdate::Delivered => conn

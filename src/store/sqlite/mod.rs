@@ -20,13 +20,14 @@ use tokio::sync::{mpsc, oneshot};
 
 mod delivery;
 mod ingest;
+mod operations;
 mod regulation;
 mod schema;
 
 use super::{
-    Appended, AttemptOutcome, AttemptRecord, DeliveryStatus, DueDelivery, DuePage, NewEvent,
-    PurgedDelivery, Regulation, RegulationPlan, RegulationProgress, Store, StoreError, StoreFuture,
-    StoredEvent, Suppression,
+    Appended, AttemptOutcome, AttemptRecord, DeadLetter, DeadLetterQuery, DeliveryStatus,
+    DestinationStats, DueDelivery, DuePage, NewEvent, PurgedDelivery, Regulation, RegulationPlan,
+    RegulationProgress, ReplaySelection, Store, StoreError, StoreFuture, StoredEvent, Suppression,
 };
 use schema::SCHEMA;
 
@@ -43,6 +44,8 @@ const WAL_WRITER_CHECKPOINT_FRAMES: i64 = 4_096;
 /// transaction's fate is known.
 type WriteJob = Box<dyn FnOnce(&Connection) -> Completion + Send>;
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// Hears each transaction's duration and how many jobs shared it (for metrics).
+pub type CommitObserver = Box<dyn Fn(Duration, usize) + Send>;
 
 /// The SQLite implementation of [`Store`].
 pub struct SqliteStore {
@@ -57,6 +60,15 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and starts the writer thread.
     /// A `(source, messageId)` is a duplicate for `dedupe_window` after it was stored.
     pub fn open(path: &Path, dedupe_window: Duration) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_observed(path, dedupe_window, Box::new(|_, _| {}))
+    }
+
+    /// As [`SqliteStore::open`]; `on_commit` hears each commit's duration and job count.
+    pub fn open_observed(
+        path: &Path,
+        dedupe_window: Duration,
+        on_commit: CommitObserver,
+    ) -> Result<SqliteStore, StoreError> {
         if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(folder).map_err(|source| StoreError::Open {
                 path: path.display().to_string(),
@@ -81,7 +93,7 @@ impl SqliteStore {
         let thread_path = path.to_path_buf();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || write_loop(writer, queue, thread_path))
+            .spawn(move || write_loop(writer, queue, thread_path, on_commit))
             .map_err(|source| StoreError::Open {
                 path: path.display().to_string(),
                 source,
@@ -300,6 +312,39 @@ impl Store for SqliteStore {
         self.write(move |conn| regulation::lift_suppression(conn, &source, &user_id))
     }
 
+    fn destination_stats(&self, now_ms: i64) -> StoreFuture<Vec<DestinationStats>> {
+        self.read(move |conn| operations::destination_stats(conn, now_ms))
+    }
+
+    fn dead_letters(&self, query: DeadLetterQuery) -> StoreFuture<Vec<DeadLetter>> {
+        self.read(move |conn| operations::dead_letters(conn, &query))
+    }
+
+    fn replay_dead_letters(
+        &self,
+        selection: ReplaySelection,
+    ) -> StoreFuture<Vec<(String, String, u64)>> {
+        self.write(move |conn| operations::replay(conn, &selection))
+    }
+
+    fn set_paused(&self, source: &str, destination: &str, paused: bool) -> StoreFuture<()> {
+        let (source, destination) = (source.to_string(), destination.to_string());
+        self.write(move |conn| operations::set_paused(conn, &source, &destination, paused))
+    }
+
+    fn paused_destinations(&self) -> StoreFuture<Vec<(String, String)>> {
+        self.read(operations::paused)
+    }
+
+    fn checkpoint(&self) -> StoreFuture<()> {
+        // Through the reader connection: a checkpoint cannot run inside the writer's
+        // transaction, and this one waits (busy timeout) for the writer to finish.
+        self.read(|conn| {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+    }
+
     fn pending_count(&self, source: &str, destination: &str) -> StoreFuture<u64> {
         let (source, destination) = (source.to_string(), destination.to_string());
         self.read(move |conn| {
@@ -342,7 +387,12 @@ fn in_savepoint<T>(
     }
 }
 
-fn write_loop(conn: Connection, mut queue: mpsc::Receiver<WriteJob>, path: PathBuf) {
+fn write_loop(
+    conn: Connection,
+    mut queue: mpsc::Receiver<WriteJob>,
+    path: PathBuf,
+    on_commit: CommitObserver,
+) {
     let mut batch: Vec<WriteJob> = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
@@ -358,8 +408,11 @@ fn write_loop(conn: Connection, mut queue: mpsc::Receiver<WriteJob>, path: PathB
             batch.clear();
             continue;
         }
+        let started = std::time::Instant::now();
+        let jobs = batch.len();
         let completions: Vec<Completion> = batch.drain(..).map(|job| job(&conn)).collect();
         let committed = conn.execute_batch("COMMIT").map_err(classify);
+        on_commit(started.elapsed(), jobs);
         if let Err(e) = &committed {
             log::error!("store: commit failed in {}: {e}", path.display());
             let _ = conn.execute_batch("ROLLBACK");

@@ -45,6 +45,26 @@ CREATE TABLE IF NOT EXISTS attempts (
     response_body TEXT               -- the first 1 KB
 );
 CREATE INDEX IF NOT EXISTS attempts_by_delivery ON attempts (delivery_id);
+CREATE INDEX IF NOT EXISTS attempts_by_time ON attempts (attempted_at);
+CREATE INDEX IF NOT EXISTS deliveries_dead
+    ON deliveries (source, destination, finished_at) WHERE state = 'dead';
+
+-- Each destination's latest failure, for operators.
+CREATE TABLE IF NOT EXISTS destination_errors (
+    source      TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    error       TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    PRIMARY KEY (source, destination)
+) WITHOUT ROWID;
+
+-- Destinations an operator paused: their events are stored, nothing is sent.
+CREATE TABLE IF NOT EXISTS paused_destinations (
+    source      TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    paused_at   INTEGER NOT NULL,
+    PRIMARY KEY (source, destination)
+) WITHOUT ROWID;
 
 -- User deletion requests; applied_at is set in the transaction that applies one.
 CREATE TABLE IF NOT EXISTS regulations (
