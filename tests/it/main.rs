@@ -10,5 +10,6 @@ mod delivery;
 mod durability;
 mod hostile;
 mod ingest;
+mod operations;
 mod segment_client;
 mod supervision;

@@ -16,10 +16,10 @@ pub(super) fn destination_stats(
 ) -> Result<Vec<DestinationStats>, StoreError> {
     let mut stats: BTreeMap<(String, String), DestinationStats> = BTreeMap::new();
     let mut pending = conn.prepare_cached(
-        "SELECT source, destination, count(*),
-                (SELECT e.received_at FROM events e
-                 JOIN deliveries o ON o.event_id = e.id WHERE o.id = min(d.id))
-         FROM deliveries d WHERE state = 'pending' GROUP BY source, destination",
+        "SELECT g.source, g.destination, g.n, e.received_at
+         FROM (SELECT source, destination, count(*) AS n, min(id) AS oldest
+               FROM deliveries WHERE state = 'pending' GROUP BY source, destination) g
+         JOIN deliveries o ON o.id = g.oldest JOIN events e ON e.id = o.event_id",
     )?;
     let rows = pending.query_map([], |r| {
         Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)?, r.get(3)?))

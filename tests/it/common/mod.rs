@@ -40,7 +40,8 @@ pub struct Webhookd {
     child: Option<Child>,
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
-    config: String,
+    /// The `[server]` and `[storage]` part of the config file.
+    head: String,
     logs: Arc<Mutex<Vec<String>>>,
 }
 
@@ -55,20 +56,70 @@ impl Webhookd {
     pub fn start_with(sources_toml: &str, server_keys: &str) -> Webhookd {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = dir.path().join("webhookd.db");
-        let config = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n{server_keys}\n[storage]\npath = {:?}\n{sources_toml}",
+        let head = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n{server_keys}\n[storage]\npath = {:?}\n",
             db.display().to_string()
         );
-        std::fs::write(dir.path().join("config.toml"), &config).unwrap();
         let mut service = Webhookd {
             child: None,
             addr: "127.0.0.1:0".parse().unwrap(),
             dir,
-            config,
+            head,
             logs: Arc::new(Mutex::new(Vec::new())),
         };
+        service.rewrite_config(sources_toml);
         service.spawn();
         service
+    }
+
+    /// Replaces the config file's sources (and other sections) for the next start or
+    /// SIGHUP; `[server]` and `[storage]` stay.
+    pub fn rewrite_config(&self, sources_toml: &str) {
+        let path = self.dir.path().join("config.toml");
+        std::fs::write(path, format!("{}{sources_toml}", self.head)).unwrap();
+    }
+
+    /// Writes `text` as the whole config file.
+    pub fn write_raw_config(&self, text: &str) {
+        std::fs::write(self.dir.path().join("config.toml"), text).unwrap();
+    }
+
+    /// Sends `signal` (TERM, HUP, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill")
+            .args(["-s", signal, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM, then waits up to `limit` for the process to exit; its exit code, or
+    /// `None` if it was still running (it is then killed).
+    pub fn terminate(&mut self, limit: Duration) -> Option<i32> {
+        self.signal("TERM");
+        let mut child = self.child.take().unwrap();
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// Starts the process again (after [`Webhookd::terminate`] or [`Webhookd::kill`]).
+    pub fn start_again(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Waits up to `limit` for a log line containing `needle`.
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) -> bool {
+        wait_until(limit, || self.log_text().contains(needle))
     }
 
     fn spawn(&mut self) {

@@ -1,0 +1,423 @@
+//! Operating webhookd: metrics, message status, dead letters and replay, pause and
+//! resume, graceful shutdown, live reload.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::common::receiver::{Receiver, Reply};
+use crate::common::{admin, basic_auth, try_post, wait_until, Webhookd, ADMIN_TOKEN, WRITE_KEY};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn admin_keys() -> String {
+    format!("admin_token = {ADMIN_TOKEN:?}")
+}
+
+fn one_destination(delivery: &str, receiver: &Receiver) -> String {
+    format!(
+        "[delivery]\n{delivery}\n\
+         [[sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n\
+         [[sources.destinations]]\nname = \"hook\"\nurls = [{:?}]\n",
+        receiver.url("/hook")
+    )
+}
+
+fn track(service: &Webhookd, message_id: &str) {
+    let response = service.post(
+        "/v1/track",
+        &json!({"userId": "u", "event": "E", "messageId": message_id}),
+    );
+    assert_eq!(response.status, 200, "{response:?}");
+}
+
+/// A receiver that answers 503 until its gate is opened, then 200.
+fn gated() -> (Receiver, Arc<AtomicBool>) {
+    let open = Arc::new(AtomicBool::new(false));
+    let gate = Arc::clone(&open);
+    let receiver = Receiver::start(move |_, _| {
+        Reply::status(if gate.load(Ordering::SeqCst) {
+            200
+        } else {
+            503
+        })
+    });
+    (receiver, open)
+}
+
+fn scrape(service: &Webhookd) -> prometheus_parse::Scrape {
+    let text = ureq::get(&service.url("/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap()
+}
+
+/// The value of the sample `metric` whose labels include all of `labels`.
+fn sample(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+            prometheus_parse::Value::Summary(_) => f64::NAN,
+        })
+}
+
+#[test]
+fn metrics_move_as_events_are_received_rejected_and_delivered() {
+    let (receiver, open) = gated();
+    let service = Webhookd::start_with(
+        &one_destination("backoff_initial_ms = 50\nbackoff_max_ms = 100", &receiver),
+        &admin_keys(),
+    );
+    let before = scrape(&service);
+    assert_eq!(
+        sample(
+            &before,
+            "webhookd_events_received_total",
+            &[("source", "web"), ("type", "track")]
+        ),
+        None
+    );
+
+    for i in 0..5 {
+        track(&service, &format!("m-{i}"));
+    }
+    assert_eq!(
+        service.post("/v1/track", &json!({"userId": "u"})).status,
+        400
+    );
+    assert!(receiver.wait_for(5, WAIT));
+    let during = scrape(&service);
+    assert_eq!(
+        sample(
+            &during,
+            "webhookd_events_received_total",
+            &[("source", "web"), ("type", "track")]
+        ),
+        Some(5.0)
+    );
+    assert_eq!(
+        sample(
+            &during,
+            "webhookd_events_rejected_total",
+            &[("source", "web"), ("reason", "invalid")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &during,
+            "webhookd_queue_depth",
+            &[("source", "web"), ("destination", "hook")]
+        ),
+        Some(5.0)
+    );
+    assert!(
+        sample(
+            &during,
+            "webhookd_attempts_total",
+            &[("destination", "hook"), ("result", "5xx")]
+        )
+        .unwrap()
+            >= 5.0
+    );
+    assert!(
+        sample(
+            &during,
+            "webhookd_oldest_pending_age_seconds",
+            &[("destination", "hook")]
+        )
+        .unwrap()
+            >= 0.0
+    );
+
+    open.store(true, Ordering::SeqCst);
+    let store = service.store();
+    assert!(wait_until(WAIT, || store.pending("web", "hook") == 0));
+    let after = scrape(&service);
+    assert_eq!(
+        sample(
+            &after,
+            "webhookd_deliveries_total",
+            &[("destination", "hook"), ("outcome", "delivered")]
+        ),
+        Some(5.0)
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "webhookd_attempts_total",
+            &[("destination", "hook"), ("result", "2xx")]
+        ),
+        Some(5.0)
+    );
+    assert_eq!(
+        sample(&after, "webhookd_queue_depth", &[("destination", "hook")]),
+        Some(0.0)
+    );
+    assert!(
+        sample(
+            &after,
+            "webhookd_attempt_duration_seconds",
+            &[("destination", "hook")]
+        )
+        .unwrap()
+            >= 10.0
+    );
+    assert!(sample(&after, "webhookd_store_commit_duration_seconds", &[]).unwrap() >= 1.0);
+    assert_eq!(
+        sample(
+            &after,
+            "webhookd_actor_restarts_total",
+            &[("actor", "delivery")]
+        ),
+        None
+    );
+}
+
+#[test]
+fn message_status_shows_every_attempt() {
+    let receiver = Receiver::start(|n, _| Reply::status(if n == 0 { 500 } else { 200 }));
+    let service = Webhookd::start_with(
+        &one_destination("backoff_initial_ms = 50\nbackoff_max_ms = 100", &receiver),
+        &admin_keys(),
+    );
+    track(&service, "status-1");
+    service
+        .store()
+        .wait_for_state("web", "status-1", "delivered", WAIT);
+    let status = admin("GET", &service.url("/admin/v1/messages/status-1"), None);
+    assert_eq!(status.status, 200, "{status:?}");
+    let delivery = &status.body["events"][0]["deliveries"][0];
+    assert_eq!(status.body["events"][0]["source"], "web");
+    assert_eq!(delivery["destination"], "hook");
+    assert_eq!(delivery["state"], "delivered");
+    let statuses: Vec<&Value> = delivery["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["status"])
+        .collect();
+    assert_eq!(statuses, [&json!(500), &json!(200)]);
+    assert_eq!(delivery["attempts"][0]["url"], receiver.url("/hook"));
+    assert_eq!(
+        admin("GET", &service.url("/admin/v1/messages/nope"), None).status,
+        404
+    );
+
+    let destinations = admin("GET", &service.url("/admin/v1/destinations"), None).body;
+    let hook = &destinations["destinations"][0];
+    assert_eq!(hook["state"], "active");
+    assert_eq!(hook["queueDepth"], 0);
+    assert_eq!(hook["attemptsLastHour"], 2);
+    assert_eq!(hook["successRateLastHour"], 0.5);
+    assert_eq!(hook["lastError"], "HTTP 500");
+}
+
+#[test]
+fn a_dead_letter_is_listed_replayed_and_delivered() {
+    let (receiver, open) = gated();
+    let service = Webhookd::start_with(
+        &one_destination(
+            "retry_window_s = 1\nbackoff_initial_ms = 50\nbackoff_max_ms = 200",
+            &receiver,
+        ),
+        &admin_keys(),
+    );
+    track(&service, "dl-1");
+    track(&service, "dl-2");
+    let store = service.store();
+    let first = store.wait_for_state("web", "dl-1", "dead", WAIT);
+    store.wait_for_state("web", "dl-2", "dead", WAIT);
+    let listed = admin(
+        "GET",
+        &service.url("/admin/v1/dead-letters?destination=hook&limit=1"),
+        None,
+    )
+    .body;
+    let letters = listed["deadLetters"].as_array().unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["messageId"], "dl-1");
+    assert!(letters[0]["lastError"]
+        .as_str()
+        .unwrap()
+        .starts_with("retry window of 1 s over"));
+    let cursor = listed["nextCursor"].as_i64().unwrap();
+    let page_two = admin(
+        "GET",
+        &service.url(&format!("/admin/v1/dead-letters?cursor={cursor}")),
+        None,
+    )
+    .body;
+    assert_eq!(page_two["deadLetters"][0]["messageId"], "dl-2");
+    let bad = admin(
+        "GET",
+        &service.url("/admin/v1/dead-letters?since=yesterday"),
+        None,
+    );
+    assert_eq!(
+        (bad.status, bad.error()),
+        (400, "`since` is not an ISO 8601 date-time")
+    );
+
+    open.store(true, Ordering::SeqCst);
+    let id = letters[0]["deliveryId"].as_i64().unwrap();
+    let replayed = admin(
+        "POST",
+        &service.url("/admin/v1/dead-letters/replay"),
+        Some(&json!({"deliveryIds": [id]})),
+    );
+    assert_eq!(replayed.body, json!({"replayed": 1}));
+    let after = store.wait_for_state("web", "dl-1", "delivered", WAIT);
+    // The history is kept: the failed attempts, then the one that worked.
+    assert_eq!(after[0].attempts.len(), first[0].attempts.len() + 1);
+    assert_eq!(after[0].attempts.last().unwrap().status, Some(200));
+    assert_eq!(store.deliveries("web", "dl-2")[0].state, "dead");
+
+    let by_destination = admin(
+        "POST",
+        &service.url("/admin/v1/dead-letters/replay"),
+        Some(&json!({"source": "web", "destination": "hook", "since": "2000-01-01T00:00:00Z"})),
+    );
+    assert_eq!(by_destination.body, json!({"replayed": 1}));
+    store.wait_for_state("web", "dl-2", "delivered", WAIT);
+}
+
+#[test]
+fn pause_holds_deliveries_across_a_restart_and_resume_releases_them() {
+    let receiver = Receiver::ok();
+    let mut service = Webhookd::start_with(&one_destination("", &receiver), &admin_keys());
+    let paused = admin(
+        "POST",
+        &service.url("/admin/v1/destinations/web/hook/pause"),
+        None,
+    );
+    assert_eq!(paused.body["state"], "paused", "{paused:?}");
+    for i in 0..5 {
+        track(&service, &format!("p-{i}"));
+    }
+    service.restart();
+    let destinations = admin("GET", &service.url("/admin/v1/destinations"), None).body;
+    assert_eq!(destinations["destinations"][0]["state"], "paused");
+    assert_eq!(destinations["destinations"][0]["queueDepth"], 5);
+    track(&service, "p-5");
+    assert_eq!(receiver.count(), 0);
+    let resumed = admin(
+        "POST",
+        &service.url("/admin/v1/destinations/web/hook/resume"),
+        None,
+    );
+    assert_eq!(resumed.body["state"], "active");
+    assert!(receiver.wait_for(6, WAIT), "got {}", receiver.count());
+    let unknown = admin(
+        "POST",
+        &service.url("/admin/v1/destinations/web/nope/pause"),
+        None,
+    );
+    assert_eq!(unknown.status, 404);
+}
+
+#[test]
+fn sigterm_during_a_burst_loses_nothing_and_finishes_attempts_in_flight() {
+    let receiver = Receiver::start(|_, _| Reply::status(200).after(Duration::from_millis(1000)));
+    let mut service = Webhookd::start(&one_destination("timeout_ms = 3000", &receiver));
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let url = service.url("/v1/track");
+    let clients: Vec<_> = (0..4)
+        .map(|client| {
+            let (acked, url) = (Arc::clone(&acked), url.clone());
+            std::thread::spawn(move || {
+                let auth = basic_auth(WRITE_KEY);
+                for n in 0..100_000 {
+                    let id = format!("term-{client}-{n}");
+                    let body = json!({"userId": "u", "event": "E", "messageId": id}).to_string();
+                    match try_post(&url, &[("Authorization", &auth)], body.as_bytes()) {
+                        Ok(r) if r.status == 200 => acked.lock().unwrap().push(id),
+                        _ => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    assert!(wait_until(WAIT, || acked.lock().unwrap().len() >= 300));
+    assert!(receiver.wait_for(1, WAIT));
+    let code = service.terminate(Duration::from_secs(3 + 5 + 2));
+    assert_eq!(code, Some(0), "log:\n{}", service.log_text());
+    for client in clients {
+        client.join().unwrap();
+    }
+    assert!(service.log_text().contains("store flushed; stopped"));
+    // Every request the receiver got was recorded as an attempt before the exit.
+    let store = service.store();
+    let delivered = receiver
+        .requests()
+        .iter()
+        .map(|r| r.json()["messageId"].as_str().unwrap().to_string())
+        .filter(|id| {
+            store
+                .deliveries("web", id)
+                .first()
+                .is_some_and(|d| !d.attempts.is_empty())
+        })
+        .count();
+    assert_eq!(delivered, receiver.count());
+    service.start_again();
+    let store = service.store();
+    let acked = acked.lock().unwrap();
+    let missing: Vec<&String> = acked
+        .iter()
+        .filter(|id| store.find("web", id).is_none())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} lost",
+        missing.len(),
+        acked.len()
+    );
+}
+
+#[test]
+fn sighup_adds_a_destination_and_refuses_a_broken_config() {
+    let first = Receiver::ok();
+    let second = Receiver::ok();
+    let mut service = Webhookd::start(&one_destination("", &first));
+    track(&service, "before");
+    assert!(first.wait_for(1, WAIT));
+
+    let two = format!(
+        "{}[[sources.destinations]]\nname = \"added\"\nurls = [{:?}]\n",
+        one_destination("", &first),
+        second.url("/added")
+    );
+    service.rewrite_config(&two);
+    service.signal("HUP");
+    assert!(
+        service.wait_for_log("configuration reloaded: 1 source(s)", WAIT),
+        "{}",
+        service.log_text()
+    );
+    track(&service, "after");
+    assert!(second.wait_for(1, WAIT));
+    assert_eq!(second.requests()[0].json()["messageId"], "after");
+
+    service.write_raw_config("[server]\nlisten = 8080\n[[sources]]\nname = \"web\"\n");
+    service.signal("HUP");
+    assert!(service.wait_for_log("reload refused, the configuration in force stays", WAIT));
+    assert!(service
+        .log_text()
+        .contains("server.listen: invalid type: integer `8080`, expected a string"));
+    assert!(service.log_text().contains("sources[0].write_key: missing"));
+    track(&service, "still");
+    assert!(second.wait_for(2, WAIT));
+    assert!(first.wait_for(3, WAIT));
+    assert!(service.is_running());
+}
