@@ -3,6 +3,7 @@
 
 mod common;
 
+mod bench_smoke;
 mod canonical;
 mod cli;
 mod deletion;

@@ -1,0 +1,100 @@
+//! The load generator: `concurrency` keep-alive connections POSTing one body, for a time
+//! or a number of requests, at full speed or at a fixed rate.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use actix_web::web::Bytes;
+
+/// What to send, and how hard.
+#[derive(Clone)]
+pub struct Load {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    pub concurrency: usize,
+    /// Stop after this long...
+    pub duration: Duration,
+    /// ...or after this many requests, whichever comes first.
+    pub max_requests: Option<u64>,
+    /// Requests per second across all connections; `None`: as fast as answers come.
+    pub rate: Option<f64>,
+}
+
+/// What came of it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadResult {
+    pub ok: u64,
+    pub failed: u64,
+    pub elapsed: Duration,
+}
+
+impl LoadResult {
+    pub fn per_second(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Runs `load` on a thread of its own and returns when it is done.
+pub fn run(load: Load) -> LoadResult {
+    let url = load.url.clone();
+    let result = std::thread::spawn(move || actix_rt::System::new().block_on(generate(load)))
+        .join()
+        .expect("load generator thread");
+    if result.failed > 0 {
+        eprintln!("warning: {} request(s) to {url} failed", result.failed);
+    }
+    result
+}
+
+async fn generate(load: Load) -> LoadResult {
+    let client = awc::Client::builder()
+        .connector(awc::Connector::new().limit(load.concurrency))
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let started = Instant::now();
+    let deadline = started + load.duration;
+    let issued = Rc::new(Cell::new(0u64));
+    let ok = Rc::new(Cell::new(0u64));
+    let failed = Rc::new(Cell::new(0u64));
+    let interval = load.rate.map(|r| Duration::from_secs_f64(1.0 / r));
+    let mut tasks = Vec::new();
+    for _ in 0..load.concurrency {
+        let (client, load) = (client.clone(), load.clone());
+        let (issued, ok, failed) = (Rc::clone(&issued), Rc::clone(&ok), Rc::clone(&failed));
+        tasks.push(actix_rt::spawn(async move {
+            loop {
+                let n = issued.get();
+                if Instant::now() >= deadline || load.max_requests.is_some_and(|max| n >= max) {
+                    break;
+                }
+                issued.set(n + 1);
+                if let Some(interval) = interval {
+                    // Request n is due at start + n * interval, whoever sends it.
+                    let due = started + interval.mul_f64(n as f64);
+                    actix_rt::time::sleep_until(due.into()).await;
+                }
+                let mut request = client.post(&load.url);
+                for (name, value) in &load.headers {
+                    request = request.insert_header((name.as_str(), value.as_str()));
+                }
+                match request.send_body(load.body.clone()).await {
+                    Ok(mut response) if response.status().is_success() => {
+                        let _ = response.body().await;
+                        ok.set(ok.get() + 1);
+                    }
+                    _ => failed.set(failed.get() + 1),
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    LoadResult {
+        ok: ok.get(),
+        failed: failed.get(),
+        elapsed: started.elapsed(),
+    }
+}

@@ -1,0 +1,90 @@
+//! A `webhookd` child process for one scenario, with its own temp dir and database.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const WRITE_KEY: &str = "BENCH_WRITE_KEY";
+pub const ADMIN_TOKEN: &str = "bench-admin";
+
+pub struct Service {
+    child: Child,
+    pub addr: String,
+    dir: PathBuf,
+}
+
+impl Service {
+    /// Starts webhookd with one source `bench` whose destinations are `(name, url)`.
+    pub fn start(webhookd: &Path, destinations: &[(&str, String)], delivery: &str) -> Service {
+        static STARTED: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "webhookd-bench-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut config = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{ADMIN_TOKEN}\"\n\
+             [storage]\npath = {:?}\n[delivery]\n{delivery}\n\
+             [[sources]]\nname = \"bench\"\nwrite_key = \"{WRITE_KEY}\"\n",
+            dir.join("webhookd.db").display().to_string()
+        );
+        for (name, url) in destinations {
+            config.push_str(&format!(
+                "[[sources.destinations]]\nname = \"{name}\"\nurls = [{url:?}]\n"
+            ));
+        }
+        let config_path = dir.join("config.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut child = Command::new(webhookd)
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "warn,webhookd::app=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", webhookd.display()));
+        let stderr = child.stderr.take().unwrap();
+        let (found, listening) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let _ = found.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                } else if line.contains("ERROR") {
+                    eprintln!("webhookd: {line}");
+                }
+            }
+        });
+        let addr = listening
+            .recv_timeout(Duration::from_secs(30))
+            .expect("webhookd did not start");
+        Service { child, addr, dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Peak resident memory so far, in MiB (Linux's VmHWM).
+    pub fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
