@@ -8,6 +8,9 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 use chrono::Utc;
+use std::collections::HashMap;
+
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::body::read_json_body;
@@ -15,8 +18,7 @@ use super::{ApiError, ApiState};
 use crate::actors::router::EventsStored;
 use crate::config::{Config, SourceConfig};
 use crate::segment::{
-    merge_batch_defaults, object_to_canonical_json, prepare, EventError, EventType, PreparedEvent,
-    RequestFacts,
+    merge_batch_defaults, prepare, EventError, EventType, PreparedEvent, RequestFacts,
 };
 use crate::store::{Appended, NewEvent, StoreError};
 
@@ -78,19 +80,10 @@ async fn batch(
     let header_source = source_from_header(&req, &config)?;
     let server = &config.server;
     let body = read_json_body(&req, payload, server.max_batch_bytes).await?;
-    let mut envelope = parse_object(&body)?;
+    let (envelope, items) = parse_batch(&body)?;
     let source = match header_source {
         Some(source) => source,
         None => source_from_body(&envelope, &config)?,
-    };
-    let items = match envelope.remove("batch") {
-        Some(Value::Array(items)) => items,
-        None | Some(Value::Null) => {
-            return Err(ApiError::BadRequest(
-                "`batch` is required: an array of events".into(),
-            ))
-        }
-        Some(_) => return Err(ApiError::BadRequest("`batch` must be an array".into())),
     };
     if items.len() > MAX_BATCH_EVENTS {
         return Err(ApiError::PayloadTooLarge(format!(
@@ -136,23 +129,58 @@ async fn batch(
     }
 }
 
+/// Splits a batch body into its envelope (everything but `batch`, parsed) and its items,
+/// each kept as the client wrote it: an item is measured as sent, then parsed once.
+fn parse_batch(body: &[u8]) -> Result<(Map<String, Value>, Vec<&RawValue>), ApiError> {
+    let fields: HashMap<String, &RawValue> = match serde_json::from_slice(body) {
+        Ok(fields) => fields,
+        Err(e) if e.is_data() => {
+            return Err(ApiError::BadRequest("body must be a JSON object".into()))
+        }
+        Err(e) => return Err(ApiError::BadRequest(format!("body is not valid JSON: {e}"))),
+    };
+    let mut envelope = Map::new();
+    let mut items = None;
+    for (key, raw) in fields {
+        if key == "batch" {
+            items = Some(raw);
+            continue;
+        }
+        let value = serde_json::from_str(raw.get())
+            .map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))?;
+        envelope.insert(key.to_string(), value);
+    }
+    let items = match items.map(|raw| raw.get()) {
+        None | Some("null") => {
+            return Err(ApiError::BadRequest(
+                "`batch` is required: an array of events".into(),
+            ))
+        }
+        Some(raw) => serde_json::from_str::<Vec<&RawValue>>(raw)
+            .map_err(|_| ApiError::BadRequest("`batch` must be an array".into()))?,
+    };
+    Ok((envelope, items))
+}
+
 fn prepare_batch_item(
-    item: Value,
+    item: &RawValue,
     envelope: &Map<String, Value>,
     facts: &RequestFacts<'_>,
     max_event_bytes: usize,
 ) -> Result<PreparedEvent, EventError> {
-    let Value::Object(mut item) = item else {
-        return Err(EventError::NotAnObject);
-    };
-    // Measured as the client's event was written, before enrichment adds to it.
-    let bytes = object_to_canonical_json(&item).len();
+    // Measured as the client wrote the event, before enrichment adds to it.
+    let bytes = item.get().len();
     if bytes > max_event_bytes {
         return Err(EventError::TooLarge {
             bytes,
             limit: max_event_bytes,
         });
     }
+    let mut item = match serde_json::from_str::<Value>(item.get()) {
+        Ok(Value::Object(item)) => item,
+        Ok(_) => return Err(EventError::NotAnObject),
+        Err(e) => return Err(EventError::Malformed(e.to_string())),
+    };
     let event_type = item
         .get("type")
         .and_then(Value::as_str)
@@ -184,6 +212,7 @@ async fn store_events(
         .map(|e| NewEvent {
             source: source.name.clone(),
             message_id: e.message_id,
+            message_id_generated: e.message_id_generated,
             user_id: e.user_id,
             event_type: e.event_type.as_str(),
             received_at_ms,

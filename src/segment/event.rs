@@ -63,6 +63,8 @@ impl EventType {
 pub enum EventError {
     #[error("event must be a JSON object")]
     NotAnObject,
+    #[error("event is not valid JSON: {0}")]
+    Malformed(String),
     #[error("`type` must be one of identify, track, page, screen, group, alias")]
     UnknownType,
     #[error("`userId` or `anonymousId` is required")]
@@ -101,6 +103,8 @@ pub struct RequestFacts<'a> {
 pub struct PreparedEvent {
     pub event_type: EventType,
     pub message_id: String,
+    /// The `messageId` was made here: it cannot repeat an earlier one.
+    pub message_id_generated: bool,
     /// `userId` as text (numbers written as JavaScript would), for deletion requests.
     pub user_id: Option<String>,
     /// The canonical JSON body sent to webhooks.
@@ -151,9 +155,12 @@ pub fn prepare(
         }
     }
 
+    let mut message_id_generated = false;
     let message_id = match event.get("messageId") {
         None | Some(Value::Null) => {
-            let id = format!("api-{}", uuid::Uuid::new_v4());
+            // Time-ordered, so that storing it appends to the message index.
+            let id = format!("api-{}", uuid::Uuid::now_v7());
+            message_id_generated = true;
             event.insert("messageId".into(), Value::String(id.clone()));
             id
         }
@@ -197,6 +204,7 @@ pub fn prepare(
     Ok(PreparedEvent {
         event_type,
         message_id,
+        message_id_generated,
         user_id,
         body: to_canonical_json(&Value::Object(event)),
     })

@@ -21,6 +21,8 @@ pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + S
 pub struct NewEvent {
     pub source: String,
     pub message_id: String,
+    /// The `messageId` was made by webhookd: no dedupe lookup is needed.
+    pub message_id_generated: bool,
     pub user_id: Option<String>,
     pub event_type: &'static str,
     /// `receivedAt` in milliseconds since the Unix epoch.

@@ -33,11 +33,13 @@ pub(super) fn append_events(
                 continue;
             }
         }
-        let received_at: Option<i64> =
-            last_seen.query_row(params![event.source, event.message_id], |row| row.get(0))?;
-        if received_at.is_some_and(|t| t > window_start) {
-            outcomes.push(Appended::Duplicate);
-            continue;
+        if !event.message_id_generated {
+            let received_at: Option<i64> =
+                last_seen.query_row(params![event.source, event.message_id], |row| row.get(0))?;
+            if received_at.is_some_and(|t| t > window_start) {
+                outcomes.push(Appended::Duplicate);
+                continue;
+            }
         }
         insert_event.execute(params![
             event.source,

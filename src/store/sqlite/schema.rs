@@ -11,9 +11,10 @@ CREATE TABLE IF NOT EXISTS events (
     body        TEXT NOT NULL      -- canonical JSON, as sent to webhooks
 );
 -- Message lookups and dedupe: a (source, messageId) whose latest event was received within
--- the dedupe window is not stored again. Client messageIds are random, so this is the one
--- index with random inserts; the others grow at their end.
-CREATE INDEX IF NOT EXISTS events_by_message ON events (source, message_id);
+-- the dedupe window is not stored again. It covers received_at, so a dedupe check reads
+-- the index alone. Client messageIds are random, so this is the one index with random
+-- inserts (those webhookd makes are time-ordered); the others grow at their end.
+CREATE INDEX IF NOT EXISTS events_by_message ON events (source, message_id, received_at);
 
 -- One row per event and enabled destination; the delivery actors' durable work list.
 CREATE TABLE IF NOT EXISTS deliveries (
