@@ -11,7 +11,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::actors::deletion::DeletionActor;
+use crate::actors::deletion::{apply_unapplied, DeletionActor};
 use crate::actors::router::{ConfigReloaded, DrainAll, Router};
 use crate::api::{self, ApiState};
 use crate::config::{Config, ConfigError, SharedConfig};
@@ -77,6 +77,8 @@ pub async fn start(
     log::info!("store open at {}", config.storage.path.display());
     let tls = tls_config(config.delivery.extra_root_certs.as_deref())?;
     let paused = store.paused_destinations().await?;
+    // Before any delivery resumes: regulations acknowledged before a crash take effect.
+    apply_unapplied(&config, store.as_ref()).await?;
     let config = SharedConfig::new(config);
 
     let threads = std::thread::available_parallelism()

@@ -8,7 +8,8 @@
 //! applied when the process stops is applied on the next start. The router then cancels
 //! the removed deliveries in their actors and wakes the destinations that have
 //! notifications to send: those go out through the delivery actors like any event
-//! (signed, retried, recorded, dead-lettered).
+//! (signed, retried, recorded, dead-lettered). The API answers 202 once the regulation is
+//! applied, so that nothing it purged starts being sent after the answer.
 
 use std::sync::Arc;
 
@@ -16,21 +17,18 @@ use actix::prelude::*;
 
 use super::router::{RegulationApplied, Router};
 use crate::config::{Config, SharedConfig};
-use crate::store::{Regulation, RegulationPlan, RegulationType, Store, StoreError};
+use crate::store::{PurgedDelivery, Regulation, RegulationPlan, RegulationType, Store, StoreError};
 
-/// A regulation was stored and waits to be applied.
+/// A regulation was stored and waits to be applied. Answers once every regulation
+/// waiting is applied (or applying failed).
 #[derive(Debug, Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), StoreError>")]
 pub struct RegulationAdded;
 
 pub struct DeletionActor {
     config: SharedConfig,
     store: Arc<dyn Store>,
     router: Addr<Router>,
-    /// Regulations are being applied.
-    working: bool,
-    /// More were added meanwhile: look again when done.
-    look_again: bool,
 }
 
 impl DeletionActor {
@@ -39,50 +37,46 @@ impl DeletionActor {
             config,
             store,
             router,
-            working: false,
-            look_again: false,
         }
     }
 
-    /// Applies every regulation not applied yet, oldest first.
-    fn work(&mut self, ctx: &mut Context<Self>) {
-        if self.working {
-            self.look_again = true;
-            return;
-        }
-        self.working = true;
+    /// Applies every regulation not applied yet and has the router act on each. Two of
+    /// these may overlap: applying is idempotent, decided inside the store's transaction.
+    fn apply(&self) -> impl std::future::Future<Output = Result<(), StoreError>> + 'static {
         let (config, store, router) = (
             self.config.clone(),
             Arc::clone(&self.store),
             self.router.clone(),
         );
-        let applying = async move {
-            for regulation in store.unapplied_regulations().await? {
-                let plan = plan(&config.current(), &regulation);
-                let purged = store.apply_regulation(plan.clone()).await?;
-                log::info!(
-                    "regulation {} applied: {} subject(s), {} undelivered deliveries purged",
-                    plan.regulation_id,
-                    plan.subject_ids.len(),
-                    purged.len()
-                );
+        async move {
+            for (plan, purged) in apply_unapplied(&config.current(), store.as_ref()).await? {
                 router.do_send(RegulationApplied { plan, purged });
             }
-            Ok::<_, StoreError>(())
-        };
-        ctx.spawn(applying.into_actor(self).map(|result, actor, ctx| {
-            actor.working = false;
-            if let Err(e) = result {
-                log::error!("deletion: cannot apply regulations: {e}");
-                // The supervisor restarts the actor, which tries again from the store.
-                ctx.stop();
-                return;
-            }
-            if std::mem::take(&mut actor.look_again) {
-                actor.work(ctx);
-            }
-        }));
+            Ok(())
+        }
     }
+}
+
+/// Applies every regulation stored but not applied, oldest first; returns what each did.
+/// Also run at start, before any delivery resumes, so that nothing purged by a regulation
+/// acknowledged before a crash is sent after it.
+pub async fn apply_unapplied(
+    config: &Config,
+    store: &dyn Store,
+) -> Result<Vec<(RegulationPlan, Vec<PurgedDelivery>)>, StoreError> {
+    let mut applied = Vec::new();
+    for regulation in store.unapplied_regulations().await? {
+        let plan = plan(config, &regulation);
+        let purged = store.apply_regulation(plan.clone()).await?;
+        log::info!(
+            "regulation {} applied: {} subject(s), {} undelivered deliveries purged",
+            plan.regulation_id,
+            plan.subject_ids.len(),
+            purged.len()
+        );
+        applied.push((plan, purged));
+    }
+    Ok(applied)
 }
 
 /// The sources a regulation covers, each with its enabled destinations.
@@ -119,23 +113,33 @@ impl Actor for DeletionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // Regulations left unapplied by an earlier run are applied now.
-        self.work(ctx);
+        // After a supervisor restart: whatever failed to apply is tried again.
+        ctx.spawn(self.apply().into_actor(self).map(|result, _, ctx| {
+            if let Err(e) = result {
+                log::error!("deletion: cannot apply regulations: {e}");
+                ctx.stop();
+            }
+        }));
     }
 }
 
 impl Supervised for DeletionActor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         log::warn!("deletion actor restarting");
-        self.working = false;
-        self.look_again = false;
     }
 }
 
 impl Handler<RegulationAdded> for DeletionActor {
-    type Result = ();
+    type Result = ResponseActFuture<Self, Result<(), StoreError>>;
 
-    fn handle(&mut self, _: RegulationAdded, ctx: &mut Context<Self>) {
-        self.work(ctx);
+    fn handle(&mut self, _: RegulationAdded, _ctx: &mut Context<Self>) -> Self::Result {
+        Box::pin(self.apply().into_actor(self).map(|result, _, ctx| {
+            if let Err(e) = &result {
+                log::error!("deletion: cannot apply regulations: {e}");
+                // The supervisor restarts the actor, which tries again from the store.
+                ctx.stop();
+            }
+            result
+        }))
     }
 }

@@ -14,6 +14,9 @@ use crate::actors::router::{PauseDestination, WakeDestinations};
 use crate::segment::time::format_iso8601;
 use crate::store::{DeadLetterQuery, Regulation, RegulationType, ReplaySelection};
 
+/// How long a regulation request waits for the regulation to be applied.
+const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Segment's limit on subjects in one regulation.
 pub const MAX_SUBJECTS: usize = 5_000;
 
@@ -84,7 +87,13 @@ async fn create_regulation(
         ApiError::Unavailable("the store is unavailable; retry later".into())
     })?;
     log::info!("regulation {id} accepted: {subjects} subject(s)");
-    state.deletion.do_send(RegulationAdded);
+    // Answer once it is applied: after the 202 nothing it purged starts being sent. If
+    // applying is slow or fails, it is stored and is applied later (at the latest at the
+    // next start); the 202 stands.
+    match tokio::time::timeout(APPLY_WAIT, state.deletion.send(RegulationAdded)).await {
+        Ok(Ok(Ok(()))) => {}
+        _ => log::warn!("regulation {id} stored but not applied yet; it will be"),
+    }
     Ok(HttpResponse::Accepted().json(json!({"regulationId": id})))
 }
 
