@@ -5,6 +5,7 @@ mod common;
 
 mod bench_smoke;
 mod canonical;
+mod chaos;
 mod cli;
 mod deletion;
 mod delivery;

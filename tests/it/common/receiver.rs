@@ -103,30 +103,7 @@ impl Receiver {
             arrived: Condvar::new(),
             script: Box::new(script),
         });
-        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-        let server_state = Arc::clone(&state);
-        std::thread::spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let data = web::Data::from(server_state);
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(data.clone())
-                        .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
-                        .default_service(web::to(record))
-                })
-                .workers(1)
-                .shutdown_timeout(0);
-                let server = match tls {
-                    Some(tls) => server.listen_rustls_0_23(listener, tls),
-                    None => server.listen(listener),
-                }
-                .unwrap()
-                .run();
-                handle_tx.send(server.handle()).unwrap();
-                let _ = server.await;
-            });
-        });
-        let server = handle_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let server = serve(listener, tls, Arc::clone(&state));
         Receiver {
             addr,
             scheme,
@@ -135,6 +112,57 @@ impl Receiver {
         }
     }
 
+    /// Goes down (connections refused) for `down`, then serves again on the same address,
+    /// with the same script and record. Plain HTTP only.
+    pub fn bounce(&mut self, down: Duration) {
+        let stopped = self.server.stop(false);
+        actix_rt::Runtime::new().unwrap().block_on(stopped);
+        std::thread::sleep(down);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(self.addr) {
+                Ok(listener) => break listener,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => panic!("cannot rebind {}: {e}", self.addr),
+            }
+        };
+        self.server = serve(listener, None, Arc::clone(&self.state));
+    }
+}
+
+fn serve(
+    listener: TcpListener,
+    tls: Option<rustls::ServerConfig>,
+    server_state: Arc<State>,
+) -> actix_web::dev::ServerHandle {
+    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let data = web::Data::from(server_state);
+            let server = HttpServer::new(move || {
+                App::new()
+                    .app_data(data.clone())
+                    .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
+                    .default_service(web::to(record))
+            })
+            .workers(1)
+            .shutdown_timeout(0);
+            let server = match tls {
+                Some(tls) => server.listen_rustls_0_23(listener, tls),
+                None => server.listen(listener),
+            }
+            .unwrap()
+            .run();
+            handle_tx.send(server.handle()).unwrap();
+            let _ = server.await;
+        });
+    });
+    handle_rx.recv_timeout(Duration::from_secs(10)).unwrap()
+}
+
+impl Receiver {
     pub fn url(&self, path: &str) -> String {
         format!("{}://{}{path}", self.scheme, self.addr)
     }
