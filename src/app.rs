@@ -69,9 +69,11 @@ pub async fn start(
             metrics.store_commit_jobs.observe(jobs as f64);
         })
     };
+    let max_size_bytes = config.storage.max_size_mb.map(|mb| mb * 1024 * 1024);
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open_observed(
         &config.storage.path,
         dedupe_window,
+        max_size_bytes,
         on_commit,
     )?);
     log::info!("store open at {}", config.storage.path.display());

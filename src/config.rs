@@ -68,6 +68,10 @@ pub struct StorageConfig {
     /// `path`: the SQLite database file; created with its folder if missing.
     /// Default `./data/webhookd.db`.
     pub path: PathBuf,
+    /// `max_size_mb`: cap on the database file. At the cap, ingest answers 503 (nothing is
+    /// acknowledged that was not stored) until space returns; 0 or absent: no cap, the
+    /// disk is the limit.
+    pub max_size_mb: Option<u64>,
 }
 
 /// `[delivery]`: the delivery actors' settings.
@@ -145,6 +149,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             path: PathBuf::from("./data/webhookd.db"),
+            max_size_mb: None,
         }
     }
 }
@@ -416,6 +421,9 @@ impl Reader {
             } else {
                 storage.path = PathBuf::from(path);
             }
+        }
+        if let Some(mb) = self.take::<u64>(&mut t, "storage", "max_size_mb") {
+            storage.max_size_mb = (mb > 0).then_some(mb);
         }
         self.reject_unknown(t, "storage");
         storage

@@ -35,6 +35,8 @@ use crate::store::{AttemptOutcome, AttemptRecord, DeliveryUpdate, DueDelivery, D
 const SEGMENT_USER_AGENT: &str = "Segment.io/1.0";
 /// How much of a response body an attempt keeps.
 const RESPONSE_BODY_KEPT: usize = 1024;
+/// After a supervisor restart, the actor waits this long before sending again.
+const RESTART_PAUSE: Duration = Duration::from_secs(1);
 /// With nothing due, look at the store this often anyway (new work is normally signalled).
 const IDLE_POLL: Duration = Duration::from_secs(5);
 
@@ -127,6 +129,9 @@ pub struct DeliveryActor {
     paused: bool,
     /// Shutting down: nothing new is sent, and these hear when the last attempt ends.
     draining: Option<Vec<tokio::sync::oneshot::Sender<()>>>,
+    /// Restarted by the supervisor: wait a little before working again, so that a lasting
+    /// fault (a full store) does not become a busy loop of restarts.
+    restarted: bool,
 }
 
 impl DeliveryActor {
@@ -151,6 +156,7 @@ impl DeliveryActor {
             wake: None,
             paused: false,
             draining: None,
+            restarted: false,
         }
     }
 
@@ -518,7 +524,11 @@ impl Actor for DeliveryActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         log::debug!("delivery {}: started", self.name());
-        self.pump(ctx);
+        if std::mem::take(&mut self.restarted) {
+            ctx.run_later(RESTART_PAUSE, |actor, ctx| actor.pump(ctx));
+        } else {
+            self.pump(ctx);
+        }
     }
 }
 
@@ -535,6 +545,7 @@ impl Supervised for DeliveryActor {
         // The old context's futures are gone: whatever was in flight is still pending in
         // the store and will be attempted again.
         self.in_flight.clear();
+        self.restarted = true;
         self.fetching = false;
         self.finished_during_fetch.clear();
         self.fetch_again = false;

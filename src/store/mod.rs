@@ -279,7 +279,7 @@ pub enum StoreError {
     #[error("the store is out of space")]
     Full,
     #[error("store error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     #[error("cannot open the store at {path}: {source}")]
     Open {
         path: String,
@@ -290,6 +290,17 @@ pub enum StoreError {
     CommitFailed(String),
     #[error("the store has shut down")]
     Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    /// Out of space is told apart: the API answers 503 and things recover when space
+    /// returns.
+    fn from(e: rusqlite::Error) -> StoreError {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full,
+            _ => StoreError::Sqlite(e),
+        }
+    }
 }
 
 /// The operations webhookd needs from durable storage.

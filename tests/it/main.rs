@@ -10,6 +10,7 @@ mod cli;
 mod deletion;
 mod delivery;
 mod durability;
+mod faults;
 mod hostile;
 mod ingest;
 mod operations;

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 mod delivery;
@@ -60,13 +60,16 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and starts the writer thread.
     /// A `(source, messageId)` is a duplicate for `dedupe_window` after it was stored.
     pub fn open(path: &Path, dedupe_window: Duration) -> Result<SqliteStore, StoreError> {
-        SqliteStore::open_observed(path, dedupe_window, Box::new(|_, _| {}))
+        SqliteStore::open_observed(path, dedupe_window, None, Box::new(|_, _| {}))
     }
 
-    /// As [`SqliteStore::open`]; `on_commit` hears each commit's duration and job count.
+    /// As [`SqliteStore::open`], with the database file capped at `max_size_bytes` (writes
+    /// past it fail as [`StoreError::Full`]); `on_commit` hears each commit's duration
+    /// and job count.
     pub fn open_observed(
         path: &Path,
         dedupe_window: Duration,
+        max_size_bytes: Option<u64>,
         on_commit: CommitObserver,
     ) -> Result<SqliteStore, StoreError> {
         if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -77,6 +80,11 @@ impl SqliteStore {
         }
         let writer = connect(path)?;
         writer.execute_batch(SCHEMA)?;
+        if let Some(bytes) = max_size_bytes {
+            let page_size: i64 = writer.query_row("PRAGMA page_size", [], |row| row.get(0))?;
+            let pages = (bytes as i64 / page_size).max(1);
+            writer.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+        }
         // Checkpoints copy the WAL into the database with random writes. Done inside a
         // commit they stall every request waiting on it, so a thread of its own does the
         // bulk of them, concurrently. The writer still checkpoints past
@@ -381,10 +389,22 @@ fn in_savepoint<T>(
             Ok(value)
         }
         Err(e) => {
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            if matches!(e, StoreError::Full) {
+                OUT_OF_SPACE.with(|full| full.set(true));
+            }
+            // Out of space (and I/O errors) make SQLite roll the whole transaction back
+            // itself; then there is no savepoint left, and the commit reports the loss.
+            if !conn.is_autocommit() {
+                conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            }
             Err(e)
         }
     }
+}
+
+thread_local! {
+    /// Set on the writer thread when a job ran out of space in the current transaction.
+    static OUT_OF_SPACE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn write_loop(
@@ -403,7 +423,7 @@ fn write_loop(
             }
         }
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            log::error!("store: cannot begin a transaction: {}", classify(e));
+            log::error!("store: cannot begin a transaction: {}", StoreError::from(e));
             // Dropping a job that never ran drops its reply channel: its caller gets an error.
             batch.clear();
             continue;
@@ -411,7 +431,17 @@ fn write_loop(
         let started = std::time::Instant::now();
         let jobs = batch.len();
         let completions: Vec<Completion> = batch.drain(..).map(|job| job(&conn)).collect();
-        let committed = conn.execute_batch("COMMIT").map_err(classify);
+        let out_of_space = OUT_OF_SPACE.with(|full| full.replace(false));
+        let committed = if conn.is_autocommit() {
+            // SQLite already rolled the transaction back: every job in it is lost.
+            Err(if out_of_space {
+                StoreError::Full
+            } else {
+                StoreError::CommitFailed("the transaction was rolled back".into())
+            })
+        } else {
+            conn.execute_batch("COMMIT").map_err(StoreError::from)
+        };
         on_commit(started.elapsed(), jobs);
         if let Err(e) = &committed {
             log::error!("store: commit failed in {}: {e}", path.display());
@@ -435,14 +465,6 @@ fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             log::warn!("store: checkpoint failed: {e}");
         }
-    }
-}
-
-/// Out of space is worth telling apart: the service answers 503 and recovers later.
-fn classify(e: rusqlite::Error) -> StoreError {
-    match e.sqlite_error_code() {
-        Some(ErrorCode::DiskFull) => StoreError::Full,
-        _ => StoreError::Sqlite(e),
     }
 }
 

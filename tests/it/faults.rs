@@ -1,0 +1,92 @@
+//! Store faults: when the store is out of space, ingest answers 503 rather than 200 for
+//! what it could not store, the service keeps running, delivery keeps its state, and
+//! everything recovers when space returns.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::common::receiver::Receiver;
+use crate::common::{wait_until, Webhookd, WRITE_KEY};
+
+fn config(max_size_mb: u64, receiver: &Receiver) -> String {
+    format!(
+        "[storage]\nmax_size_mb = {max_size_mb}\n\
+         [[sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n\
+         [[sources.destinations]]\nname = \"hook\"\nurls = [{:?}]\n",
+        receiver.url("/hook")
+    )
+}
+
+#[test]
+fn a_full_store_answers_503_and_recovers_when_space_returns() {
+    let receiver = Receiver::ok();
+    // The cap sits in [storage] beside the path, so the test writes the whole file.
+    let mut service = Webhookd::start(&format!(
+        "[[sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n\
+         [[sources.destinations]]\nname = \"hook\"\nurls = [{:?}]\n",
+        receiver.url("/hook")
+    ));
+    let db = service.db_path().display().to_string();
+    let capped = |mb: u64| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {db:?}\n{}",
+            config(mb, &receiver).replacen("[storage]\n", "", 1)
+        )
+    };
+    service.write_raw_config(&capped(1));
+    service.start_again();
+
+    let pad = "x".repeat(2_000);
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for batch in 0..200 {
+        let items: Vec<Value> = (0..20)
+            .map(|i| json!({"type": "track", "userId": "u", "event": "E", "messageId": format!("full-{batch}-{i}"), "properties": {"pad": pad}}))
+            .collect();
+        let response = service.post("/v1/batch", &json!({ "batch": items }));
+        if response.status == 200 {
+            acked.extend((0..20).map(|i| format!("full-{batch}-{i}")));
+        } else {
+            refused = Some(response);
+            break;
+        }
+    }
+    let refused = refused.expect("a 1 MiB store fills up");
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.error(), "the store is out of space; retry later");
+    assert!(!acked.is_empty());
+    assert!(service.is_running());
+    assert_eq!(crate::common::get(&service.url("/healthz")).status, 200);
+
+    // Space returns: a larger cap, and a restart to take it.
+    service.write_raw_config(&capped(64));
+    service.start_again();
+    let store = service.store();
+    for id in &acked {
+        assert!(
+            store.find("web", id).is_some(),
+            "{id} was acknowledged but is not stored"
+        );
+    }
+    let response = service.post(
+        "/v1/track",
+        &json!({"userId": "u", "event": "E", "messageId": "after-full"}),
+    );
+    assert_eq!(response.status, 200);
+    // Every acknowledged event is delivered in the end.
+    assert!(wait_until(Duration::from_secs(60), || store
+        .pending("web", "hook")
+        == 0));
+    let arrived: std::collections::HashSet<String> = receiver
+        .requests()
+        .iter()
+        .map(|r| r.json()["messageId"].as_str().unwrap().to_string())
+        .collect();
+    let missing: Vec<&String> = acked.iter().filter(|id| !arrived.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events never delivered",
+        missing.len()
+    );
+}
