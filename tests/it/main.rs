@@ -12,6 +12,7 @@ mod delivery;
 mod durability;
 mod faults;
 mod hostile;
+mod hostile_receivers;
 mod ingest;
 mod operations;
 mod segment_client;
