@@ -15,5 +15,6 @@ mod hostile;
 mod hostile_receivers;
 mod ingest;
 mod operations;
+mod properties;
 mod segment_client;
 mod supervision;
