@@ -93,6 +93,9 @@ pub struct DeliveryConfig {
     /// `extra_root_certs`: a PEM file of CA certificates trusted in addition to the standard
     /// web roots (for receivers behind a private CA). Default: none.
     pub extra_root_certs: Option<PathBuf>,
+    /// `idle_actor_stop_s`: a destination's delivery actor with nothing pending for this
+    /// long stops, and is started again when work comes. Default 300.
+    pub idle_actor_stop_s: u64,
 }
 
 /// One `[[sources]]` entry.
@@ -163,6 +166,7 @@ impl Default for DeliveryConfig {
             backoff_max_ms: 600_000,
             max_in_flight: 64,
             extra_root_certs: None,
+            idle_actor_stop_s: 300,
         }
     }
 }
@@ -447,6 +451,9 @@ impl Reader {
         if let Some(n) = self.take(&mut t, p, "max_in_flight") {
             d.max_in_flight = n;
         }
+        if let Some(n) = self.take(&mut t, p, "idle_actor_stop_s") {
+            d.idle_actor_stop_s = n;
+        }
         if let Some(path) = self.take::<String>(&mut t, p, "extra_root_certs") {
             if !path.is_empty() {
                 if !Path::new(&path).is_file() {
@@ -469,6 +476,9 @@ impl Reader {
         }
         if d.max_in_flight == 0 {
             self.problem("delivery.max_in_flight", "must be at least 1");
+        }
+        if d.idle_actor_stop_s == 0 {
+            self.problem("delivery.idle_actor_stop_s", "must be at least 1");
         }
         self.reject_unknown(t, p);
         d

@@ -1,8 +1,8 @@
 //! Prometheus metrics: one registry, shared by the API and the actors, served at `/metrics`.
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::store::DestinationStats;
@@ -35,6 +35,8 @@ pub struct Metrics {
     pub store_commit_duration: Histogram,
     /// `webhookd_store_commit_jobs`: writes that shared one commit.
     pub store_commit_jobs: Histogram,
+    /// `webhookd_delivery_actors`: delivery actors running (idle ones stop).
+    pub delivery_actors: IntGauge,
 }
 
 impl Metrics {
@@ -116,6 +118,11 @@ impl Metrics {
             "Writes that shared one commit",
             vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
         );
+        let delivery_actors = IntGauge::new("webhookd_delivery_actors", "Delivery actors running")
+            .expect("valid metric");
+        registry
+            .register(Box::new(delivery_actors.clone()))
+            .expect("unique metric");
         let attempt_duration = HistogramVec::new(
             HistogramOpts::new(
                 "webhookd_attempt_duration_seconds",
@@ -143,6 +150,7 @@ impl Metrics {
             dead_letters,
             store_commit_duration,
             store_commit_jobs,
+            delivery_actors,
         }
     }
 

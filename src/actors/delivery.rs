@@ -52,6 +52,16 @@ pub struct Cancel {
     pub delivery_ids: Vec<i64>,
 }
 
+/// A delivery actor has had nothing pending since `idle_since` (the start of the store
+/// query that found nothing); the router may retire it.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ActorIdle {
+    pub source: String,
+    pub destination: String,
+    pub idle_since: Instant,
+}
+
 /// Stops the actor as an internal failure does; its supervisor restarts it.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -132,6 +142,13 @@ pub struct DeliveryActor {
     /// Restarted by the supervisor: wait a little before working again, so that a lasting
     /// fault (a full store) does not become a busy loop of restarts.
     restarted: bool,
+    /// Told when the actor has been idle long enough to be retired.
+    on_idle: Recipient<ActorIdle>,
+    /// When the running store query started.
+    fetch_started: Instant,
+    /// Since when nothing has been pending, and whether the router was told.
+    idle_since: Option<Instant>,
+    idle_reported: bool,
 }
 
 impl DeliveryActor {
@@ -141,6 +158,7 @@ impl DeliveryActor {
         store: Arc<dyn Store>,
         tls: Arc<rustls::ClientConfig>,
         metrics: Arc<Metrics>,
+        on_idle: Recipient<ActorIdle>,
     ) -> DeliveryActor {
         DeliveryActor {
             target,
@@ -157,6 +175,10 @@ impl DeliveryActor {
             paused: false,
             draining: None,
             restarted: false,
+            on_idle,
+            fetch_started: Instant::now(),
+            idle_since: None,
+            idle_reported: false,
         }
     }
 
@@ -187,6 +209,7 @@ impl DeliveryActor {
             return; // A finishing attempt pumps again.
         }
         self.fetching = true;
+        self.fetch_started = Instant::now();
         self.finished_during_fetch.clear();
         // Deliveries in flight are still pending in the store and come back first.
         let limit = free + self.in_flight.len();
@@ -208,7 +231,32 @@ impl DeliveryActor {
         }));
     }
 
+    /// Notes whether anything is pending, and reports a long idleness to the router.
+    fn track_idleness(&mut self, page: &DuePage) {
+        let idle =
+            page.due.is_empty() && page.next_due_at_ms.is_none() && self.in_flight.is_empty();
+        if !idle {
+            self.idle_since = None;
+            self.idle_reported = false;
+            return;
+        }
+        let since = *self.idle_since.get_or_insert(self.fetch_started);
+        if !self.idle_reported && since.elapsed() >= self.idle_limit() {
+            self.idle_reported = true;
+            self.on_idle.do_send(ActorIdle {
+                source: self.target.source.clone(),
+                destination: self.target.destination.clone(),
+                idle_since: since,
+            });
+        }
+    }
+
+    fn idle_limit(&self) -> Duration {
+        Duration::from_secs(self.settings.idle_actor_stop_s)
+    }
+
     fn start_due(&mut self, page: DuePage, ctx: &mut Context<Self>) {
+        self.track_idleness(&page);
         for delivery in page.due {
             if self.in_flight.len() >= self.settings.max_in_flight {
                 break;
@@ -231,7 +279,8 @@ impl DeliveryActor {
         }
         let delay = next_due_at_ms
             .map(|at| Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64))
-            .map_or(IDLE_POLL, |d| d.min(IDLE_POLL));
+            .map_or(IDLE_POLL, |d| d.min(IDLE_POLL))
+            .min(self.idle_limit());
         self.wake = Some(ctx.run_later(delay, |actor, ctx| {
             actor.wake = None;
             actor.pump(ctx);
@@ -558,6 +607,9 @@ impl Handler<WorkAvailable> for DeliveryActor {
     type Result = ();
 
     fn handle(&mut self, _: WorkAvailable, ctx: &mut Context<Self>) {
+        // A signal starts the idle clock over (the router retires only actors idle since).
+        self.idle_since = None;
+        self.idle_reported = false;
         self.pump(ctx);
     }
 }

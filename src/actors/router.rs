@@ -10,13 +10,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::future::join_all;
 
 use super::delivery::{
-    Cancel, DeliveryActor, Drain, Fail, Reconfigure, Retire, SetPaused, Target, WorkAvailable,
+    ActorIdle, Cancel, DeliveryActor, Drain, Fail, Reconfigure, Retire, SetPaused, Target,
+    WorkAvailable,
 };
 use crate::config::SharedConfig;
 use crate::metrics::Metrics;
@@ -91,6 +92,10 @@ pub struct Router {
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
     actors: HashMap<DestinationKey, Addr<DeliveryActor>>,
+    /// When each destination's actor was last signalled, to retire only those idle since.
+    last_woken: HashMap<DestinationKey, Instant>,
+    /// The router's own address, for the delivery actors to report idleness.
+    own: Option<Addr<Router>>,
     /// Destinations an operator paused; loaded from the store at start.
     paused: HashSet<DestinationKey>,
 }
@@ -112,6 +117,8 @@ impl Router {
             arbiters,
             next_arbiter: 0,
             actors: HashMap::new(),
+            last_woken: HashMap::new(),
+            own: None,
             paused: paused.into_iter().collect(),
         }
     }
@@ -140,17 +147,23 @@ impl Router {
         let tls = Arc::clone(&self.tls);
         let metrics = Arc::clone(&self.metrics);
         let paused = self.paused.contains(&key);
+        let on_idle = self.own.clone()?.recipient();
         let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
         self.next_arbiter += 1;
         let addr = Supervisor::start_in_arbiter(arbiter, move |_| {
-            DeliveryActor::new(target, settings, store, tls, metrics).paused(paused)
+            DeliveryActor::new(target, settings, store, tls, metrics, on_idle).paused(paused)
         });
         log::debug!("router: delivery actor for {source}/{destination} started");
         self.actors.insert(key, addr.clone());
+        self.metrics.delivery_actors.set(self.actors.len() as i64);
         Some(addr)
     }
 
     fn wake(&mut self, source: &str, destination: &str) {
+        self.last_woken.insert(
+            (source.to_string(), destination.to_string()),
+            Instant::now(),
+        );
         if let Some(addr) = self.actor(source, destination) {
             // Full means signals are already queued: each of them pumps after this
             // event's commit, so dropping this one loses nothing.
@@ -164,6 +177,7 @@ impl Actor for Router {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        self.own = Some(ctx.address());
         // Resume: every destination with deliveries left pending by an earlier run.
         let pending = self.store.pending_destinations();
         ctx.spawn(pending.into_actor(self).map(|pending, router, _| match pending {
@@ -282,6 +296,7 @@ impl Handler<ConfigReloaded> for Router {
                     // Dropping the address as well lets the supervisor end the actor.
                     if let Some(addr) = self.actors.remove(&key) {
                         addr.do_send(Retire);
+                        self.metrics.delivery_actors.set(self.actors.len() as i64);
                     }
                 }
             }
@@ -305,6 +320,33 @@ impl Handler<DrainAll> for Router {
         Box::pin(async move {
             let _ = actix_rt::time::timeout(msg.limit, join_all(drains)).await;
         })
+    }
+}
+
+impl Handler<ActorIdle> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: ActorIdle, _ctx: &mut Context<Self>) {
+        let key = (msg.source, msg.destination);
+        // Signalled after the query that found it idle began: there is work after all.
+        if self
+            .last_woken
+            .get(&key)
+            .is_some_and(|woken| *woken >= msg.idle_since)
+        {
+            return;
+        }
+        if let Some(addr) = self.actors.remove(&key) {
+            // With its address dropped too, the supervisor lets the actor go.
+            addr.do_send(Retire);
+            self.last_woken.remove(&key);
+            self.metrics.delivery_actors.set(self.actors.len() as i64);
+            log::debug!(
+                "router: idle delivery actor for {}/{} stopped",
+                key.0,
+                key.1
+            );
+        }
     }
 }
 

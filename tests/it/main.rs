@@ -14,6 +14,7 @@ mod faults;
 mod hostile;
 mod hostile_receivers;
 mod ingest;
+mod many_destinations;
 mod operations;
 mod properties;
 mod segment_client;
