@@ -2,13 +2,12 @@
 //! undelivered events, suppression, and resumption after a crash.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::receiver::{Receiver, Reply};
+use crate::common::receiver::Receiver;
 use crate::common::{admin, basic_auth, post, wait_until, Webhookd, ADMIN_TOKEN, WRITE_KEY};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -138,15 +137,7 @@ fn sources_limit_the_reach_of_a_regulation() {
 
 #[test]
 fn a_deleted_users_queued_events_never_arrive() {
-    let open = Arc::new(AtomicBool::new(false));
-    let gate = Arc::clone(&open);
-    let receiver = Receiver::start(move |_, _| {
-        Reply::status(if gate.load(Ordering::SeqCst) {
-            200
-        } else {
-            503
-        })
-    });
+    let (receiver, open) = Receiver::gated();
     let text = format!(
         "[delivery]\nbackoff_initial_ms = 50\nbackoff_max_ms = 200\n\
          [[sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n\

@@ -1,7 +1,6 @@
 //! The Webhooks destination behaviour, against real receivers on 127.0.0.1.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hmac::Mac;
@@ -362,15 +361,7 @@ fn a_hanging_destination_does_not_delay_another() {
 
 #[test]
 fn sigkill_with_deliveries_pending_loses_nothing() {
-    let open = Arc::new(AtomicBool::new(false));
-    let gate = Arc::clone(&open);
-    let receiver = Receiver::start(move |_, _| {
-        Reply::status(if gate.load(Ordering::SeqCst) {
-            200
-        } else {
-            503
-        })
-    });
+    let (receiver, open) = Receiver::gated();
     let mut service = Webhookd::start(&config("backoff_max_ms = 100", &urls(&[&receiver])));
     let ids: Vec<String> = (0..100).map(|i| format!("kill-{i}")).collect();
     for chunk in ids.chunks(25) {

@@ -1,7 +1,7 @@
 //! Operating webhookd: metrics, message status, dead letters and replay, pause and
 //! resume, graceful shutdown, live reload.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,20 +33,6 @@ fn track(service: &Webhookd, message_id: &str) {
     assert_eq!(response.status, 200, "{response:?}");
 }
 
-/// A receiver that answers 503 until its gate is opened, then 200.
-fn gated() -> (Receiver, Arc<AtomicBool>) {
-    let open = Arc::new(AtomicBool::new(false));
-    let gate = Arc::clone(&open);
-    let receiver = Receiver::start(move |_, _| {
-        Reply::status(if gate.load(Ordering::SeqCst) {
-            200
-        } else {
-            503
-        })
-    });
-    (receiver, open)
-}
-
 fn scrape(service: &Webhookd) -> prometheus_parse::Scrape {
     let text = ureq::get(&service.url("/metrics"))
         .call()
@@ -73,7 +59,7 @@ fn sample(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str
 
 #[test]
 fn metrics_move_as_events_are_received_rejected_and_delivered() {
-    let (receiver, open) = gated();
+    let (receiver, open) = Receiver::gated();
     let service = Webhookd::start_with(
         &one_destination("backoff_initial_ms = 50\nbackoff_max_ms = 100", &receiver),
         &admin_keys(),
@@ -225,7 +211,7 @@ fn message_status_shows_every_attempt() {
 
 #[test]
 fn a_dead_letter_is_listed_replayed_and_delivered() {
-    let (receiver, open) = gated();
+    let (receiver, open) = Receiver::gated();
     let service = Webhookd::start_with(
         &one_destination(
             "retry_window_s = 1\nbackoff_initial_ms = 50\nbackoff_max_ms = 200",

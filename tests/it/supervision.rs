@@ -2,15 +2,14 @@
 //! work from the store. Runs the service in this process, to reach the actor.
 
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use webhookd::actors::router::FailDestination;
 use webhookd::config::Config;
 
-use crate::common::receiver::{Receiver, Reply};
+use crate::common::receiver::Receiver;
 use crate::common::{basic_auth, post, WRITE_KEY};
 
 async fn poll(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
@@ -26,15 +25,7 @@ async fn poll(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn a_failed_delivery_actor_is_restarted_and_finishes_its_work() {
-    let open = Arc::new(AtomicBool::new(false));
-    let gate = Arc::clone(&open);
-    let receiver = Receiver::start(move |_, _| {
-        Reply::status(if gate.load(Ordering::SeqCst) {
-            200
-        } else {
-            503
-        })
-    });
+    let (receiver, open) = Receiver::gated();
     let dir = tempfile::tempdir().unwrap();
     let config = Config::from_toml(&format!(
         "[storage]\npath = {:?}\n[delivery]\nbackoff_initial_ms = 20\nbackoff_max_ms = 100\n\

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -76,6 +77,20 @@ impl Receiver {
     /// A receiver that answers every request with 200.
     pub fn ok() -> Receiver {
         Receiver::start(|_, _| Reply::status(200))
+    }
+
+    /// A receiver that answers 503 until the returned gate is opened (set true), then 200.
+    pub fn gated() -> (Receiver, Arc<AtomicBool>) {
+        let open = Arc::new(AtomicBool::new(false));
+        let gate = Arc::clone(&open);
+        let receiver = Receiver::start(move |_, _| {
+            Reply::status(if gate.load(Ordering::SeqCst) {
+                200
+            } else {
+                503
+            })
+        });
+        (receiver, open)
     }
 
     /// A receiver whose answer to its n-th request (from 0) is `script(n, request)`.
