@@ -90,3 +90,112 @@ fn a_full_store_answers_503_and_recovers_when_space_returns() {
         missing.len()
     );
 }
+
+/// A real filesystem that fills: a 3 MiB tmpfs, mounted by the test (it needs root; where
+/// mounting is not allowed the test says so and does nothing).
+struct SmallFilesystem {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallFilesystem {
+    fn mount(size: &str) -> Option<SmallFilesystem> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fs");
+        std::fs::create_dir(&path).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        mounted.then_some(SmallFilesystem { path, _dir: dir })
+    }
+
+    fn resize(&self, size: &str) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for SmallFilesystem {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_filesystem_answers_503_and_recovers_live_when_space_returns() {
+    let Some(fs) = SmallFilesystem::mount("3m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); the page-cap test covers the 503 path");
+        return;
+    };
+    let receiver = Receiver::ok();
+    let service = Webhookd::start(&format!(
+        "[[sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n\
+         [[sources.destinations]]\nname = \"hook\"\nurls = [{:?}]\n",
+        receiver.url("/hook")
+    ));
+    let db = fs.path.join("webhookd.db").display().to_string();
+    service.write_raw_config(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {db:?}\n\
+         [[sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n\
+         [[sources.destinations]]\nname = \"hook\"\nurls = [{:?}]\n",
+        receiver.url("/hook")
+    ));
+    let mut service = service;
+    service.start_again();
+
+    let pad = "y".repeat(2_000);
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for batch in 0..500 {
+        let items: Vec<Value> = (0..20)
+            .map(|i| json!({"type": "track", "userId": "u", "event": "E", "messageId": format!("fs-{batch}-{i}"), "properties": {"pad": pad}}))
+            .collect();
+        let response = service.post("/v1/batch", &json!({ "batch": items }));
+        if response.status == 200 {
+            acked.extend((0..20).map(|i| format!("fs-{batch}-{i}")));
+        } else {
+            refused = Some(response);
+            break;
+        }
+    }
+    let refused = refused.expect("a 3 MiB filesystem fills up");
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(refused.error(), "the store is out of space; retry later");
+    assert!(!acked.is_empty());
+    assert!(service.is_running());
+
+    // Space returns while webhookd runs: it accepts again without a restart.
+    fs.resize("64m");
+    let accepted = wait_until(Duration::from_secs(30), || {
+        service
+            .post(
+                "/v1/track",
+                &json!({"userId": "u", "event": "E", "messageId": "fs-after"}),
+            )
+            .status
+            == 200
+    });
+    assert!(accepted, "ingest did not recover:\n{}", service.log_text());
+    let store = crate::common::StoreProbe::open(&fs.path.join("webhookd.db"));
+    for id in &acked {
+        assert!(
+            store.find("web", id).is_some(),
+            "{id} was acknowledged but is not stored"
+        );
+    }
+    assert!(wait_until(Duration::from_secs(60), || store
+        .pending("web", "hook")
+        == 0));
+    drop(store);
+    // Before the filesystem goes away.
+    service.kill();
+}

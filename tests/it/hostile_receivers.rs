@@ -222,6 +222,9 @@ fn hostile_receivers_cost_retries_not_resources_nor_other_destinations() {
         "peak RSS {} MiB",
         service.peak_rss_mib()
     );
+    let threads = service.threads();
+    eprintln!("hostile receivers: {threads} threads, {fds} fds");
+    assert!(threads < 64, "{threads} threads");
 }
 
 #[test]
@@ -278,5 +281,6 @@ fn ten_thousand_refused_connections_stay_bounded() {
         store.pending("web", "refusing") == 0
     }));
     assert!(max_fds < 256, "{max_fds} file descriptors open at the peak");
+    assert!(service.threads() < 64, "{} threads", service.threads());
     assert!(service.peak_rss_mib() < 200.0);
 }

@@ -61,6 +61,9 @@ fn ten_thousand_destinations_cost_little_and_idle_actors_stop() {
         "many destinations: {spawned} delivery actors running; peak RSS {rss_before:.0} -> {rss_after:.0} MiB, \
          at most {per_actor_kib:.0} KiB per actor (with its HTTP client)"
     );
+    let threads = service.threads();
+    eprintln!("many destinations: {threads} threads");
+    assert!(threads < 64, "{threads} threads");
     assert!(spawned > 0.0);
     assert!(per_actor_kib < 512.0, "{per_actor_kib:.0} KiB per actor");
 

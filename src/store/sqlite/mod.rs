@@ -1,4 +1,4 @@
-//! The SQLite store: one writer thread with group commit, and a reader connection.
+//! The SQLite store: one writer thread with group commit, and a few reader threads.
 //!
 //! SQLite in WAL mode with `synchronous = FULL`: a commit is on disk when it returns, so
 //! an acknowledged event survives `kill -9` and power loss. Each commit costs an fsync,
@@ -33,6 +33,8 @@ use schema::SCHEMA;
 
 /// Upper bound on the jobs that share one transaction, so that one commit stays short.
 const MAX_JOBS_PER_COMMIT: usize = 512;
+/// Threads serving reads (due work, admin and metrics queries), each with a connection.
+const READER_THREADS: usize = 2;
 /// Jobs waiting for the writer; senders wait (asynchronously) when it is full.
 const JOB_QUEUE_CAPACITY: usize = 1024;
 /// How often the WAL is copied into the database file.
@@ -44,13 +46,17 @@ const WAL_WRITER_CHECKPOINT_FRAMES: i64 = 4_096;
 /// transaction's fate is known.
 type WriteJob = Box<dyn FnOnce(&Connection) -> Completion + Send>;
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// A read to run on a reader thread; it answers its caller itself.
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 /// Hears each transaction's duration and how many jobs shared it (for metrics).
 pub type CommitObserver = Box<dyn Fn(Duration, usize) + Send>;
 
 /// The SQLite implementation of [`Store`].
 pub struct SqliteStore {
     jobs: mpsc::Sender<WriteJob>,
-    reader: Arc<Mutex<Connection>>,
+    /// Reads queue here for the reader threads (each with its own connection): a fixed
+    /// number of threads however many callers read at once.
+    reads: mpsc::Sender<ReadJob>,
     dedupe_window_ms: i64,
     /// Dropped with the store, which ends the checkpoint thread.
     _checkpoint_stop: std::sync::mpsc::Sender<()>,
@@ -92,7 +98,18 @@ impl SqliteStore {
         // and only a checkpoint between two commits lets the WAL start over.
         writer.pragma_update(None, "wal_autocheckpoint", WAL_WRITER_CHECKPOINT_FRAMES)?;
         writer.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
-        let reader = connect(path)?;
+        let (reads, read_queue) = mpsc::channel::<ReadJob>(JOB_QUEUE_CAPACITY);
+        let read_queue = Arc::new(Mutex::new(read_queue));
+        for n in 0..READER_THREADS {
+            let (conn, queue) = (connect(path)?, Arc::clone(&read_queue));
+            std::thread::Builder::new()
+                .name(format!("store-reader-{n}"))
+                .spawn(move || read_loop(conn, queue))
+                .map_err(|source| StoreError::Open {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+        }
         let checkpointer = connect(path)?;
         let (checkpoint_stop, stopped) = std::sync::mpsc::channel::<()>();
 
@@ -115,7 +132,7 @@ impl SqliteStore {
             })?;
         Ok(SqliteStore {
             jobs,
-            reader: Arc::new(Mutex::new(reader)),
+            reads,
             dedupe_window_ms,
             _checkpoint_stop: checkpoint_stop,
         })
@@ -140,21 +157,19 @@ impl SqliteStore {
         })
     }
 
-    /// Runs `op` on the reader connection, on a blocking thread.
+    /// Runs `op` on a reader thread's connection.
     fn read<T: Send + 'static>(
         &self,
         op: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> StoreFuture<T> {
-        let reader = Arc::clone(&self.reader);
+        let (reply, answer) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = reply.send(op(conn));
+        });
+        let reads = self.reads.clone();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                let conn = reader
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                op(&conn)
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?
+            reads.send(job).await.map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)?
         })
     }
 }
@@ -453,6 +468,20 @@ fn write_loop(
                 Err(StoreError::Full) => Err(StoreError::Full),
                 Err(e) => Err(StoreError::CommitFailed(e.to_string())),
             });
+        }
+    }
+}
+
+/// Serves reads until the store is dropped; the reader threads share one queue.
+fn read_loop(conn: Connection, queue: Arc<Mutex<mpsc::Receiver<ReadJob>>>) {
+    loop {
+        let job = queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .blocking_recv();
+        match job {
+            Some(job) => job(&conn),
+            None => return,
         }
     }
 }

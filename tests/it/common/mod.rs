@@ -187,6 +187,17 @@ impl Webhookd {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |d| d.count())
     }
 
+    /// Threads of the process now.
+    pub fn threads(&self) -> usize {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Peak resident memory of the process so far, in MiB.
     pub fn peak_rss_mib(&self) -> f64 {
         let status =
@@ -221,10 +232,7 @@ impl Webhookd {
 
     /// The service's store, opened beside it through the store interface.
     pub fn store(&self) -> StoreProbe {
-        StoreProbe {
-            store: SqliteStore::open(&self.db_path(), Duration::from_secs(60)).unwrap(),
-            runtime: actix_rt::System::new(),
-        }
+        StoreProbe::open(&self.db_path())
     }
 
     /// The stored event of `source` with `message_id`.
@@ -252,6 +260,14 @@ pub struct StoreProbe {
 }
 
 impl StoreProbe {
+    /// The store at `path` (a service's database elsewhere than its default place).
+    pub fn open(path: &std::path::Path) -> StoreProbe {
+        StoreProbe {
+            store: SqliteStore::open(path, Duration::from_secs(60)).unwrap(),
+            runtime: actix_rt::System::new(),
+        }
+    }
+
     pub fn find(&self, source: &str, message_id: &str) -> Option<StoredEvent> {
         self.runtime
             .block_on(self.store.find_event(source, message_id))
