@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::receiver::Receiver;
-use crate::common::{admin, basic_auth, post, wait_until, Webhookd, ADMIN_TOKEN, WRITE_KEY};
+use crate::common::{
+    admin, basic_auth, post, wait_until, web_to_hook, Webhookd, ADMIN_TOKEN, WRITE_KEY,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 const APP_KEY: &str = "WRITE_KEY_APP";
@@ -139,10 +141,8 @@ fn sources_limit_the_reach_of_a_regulation() {
 fn a_deleted_users_queued_events_never_arrive() {
     let (receiver, open) = Receiver::gated();
     let text = format!(
-        "[delivery]\nbackoff_initial_ms = 50\nbackoff_max_ms = 200\n\
-         [[sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n\
-         [[sources.destinations]]\nname = \"hook\"\nurls = [{:?}]\n",
-        receiver.url("/hook")
+        "[delivery]\nbackoff_initial_ms = 50\nbackoff_max_ms = 200\n{}",
+        web_to_hook(&receiver)
     );
     let service = Webhookd::start_with(&text, &admin_keys());
     for i in 0..10 {
@@ -198,11 +198,7 @@ fn a_deleted_users_queued_events_never_arrive() {
 #[test]
 fn suppression_drops_later_events_until_lifted() {
     let receiver = Receiver::ok();
-    let text = format!(
-        "[[sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n\
-         [[sources.destinations]]\nname = \"hook\"\nurls = [{:?}]\n",
-        receiver.url("/hook")
-    );
+    let text = web_to_hook(&receiver);
     let service = Webhookd::start_with(&text, &admin_keys());
     let id = regulate(
         &service,
@@ -261,11 +257,7 @@ fn suppression_drops_later_events_until_lifted() {
 #[test]
 fn a_large_regulation_completes_across_a_crash() {
     let receiver = Receiver::ok();
-    let text = format!(
-        "[[sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n\
-         [[sources.destinations]]\nname = \"hook\"\nurls = [{:?}]\n",
-        receiver.url("/hook")
-    );
+    let text = web_to_hook(&receiver);
     let mut service = Webhookd::start_with(&text, &admin_keys());
     let subjects: Vec<String> = (0..400).map(|i| format!("user-{i:03}")).collect();
     let id = regulate(
@@ -288,11 +280,7 @@ fn a_large_regulation_completes_across_a_crash() {
 #[test]
 fn the_admin_api_checks_its_token_and_names_bad_fields() {
     let receiver = Receiver::ok();
-    let text = format!(
-        "[[sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n\
-         [[sources.destinations]]\nname = \"hook\"\nurls = [{:?}]\n",
-        receiver.url("/hook")
-    );
+    let text = web_to_hook(&receiver);
     let service = Webhookd::start_with(&text, &admin_keys());
     let url = service.url("/admin/v1/regulations");
     let good =

@@ -62,10 +62,7 @@ fn sigkill_during_a_burst_loses_no_acknowledged_event() {
     service.restart();
     let acked = acked.lock().unwrap();
     let store = service.store();
-    let missing: Vec<&String> = acked
-        .iter()
-        .filter(|id| store.find("web", id).is_none())
-        .collect();
+    let missing = store.missing("web", &acked);
     assert!(
         missing.is_empty(),
         "{} of {} acknowledged events lost: {:?}",

@@ -7,14 +7,12 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::receiver::Receiver;
-use crate::common::{wait_until, Webhookd, WRITE_KEY};
+use crate::common::{wait_until, web_to_hook, Webhookd};
 
 fn config(max_size_mb: u64, receiver: &Receiver) -> String {
     format!(
-        "[storage]\nmax_size_mb = {max_size_mb}\n\
-         [[sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n\
-         [[sources.destinations]]\nname = \"hook\"\nurls = [{:?}]\n",
-        receiver.url("/hook")
+        "[storage]\nmax_size_mb = {max_size_mb}\n{}",
+        web_to_hook(receiver)
     )
 }
 
@@ -22,11 +20,7 @@ fn config(max_size_mb: u64, receiver: &Receiver) -> String {
 fn a_full_store_answers_503_and_recovers_when_space_returns() {
     let receiver = Receiver::ok();
     // The cap sits in [storage] beside the path, so the test writes the whole file.
-    let mut service = Webhookd::start(&format!(
-        "[[sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n\
-         [[sources.destinations]]\nname = \"hook\"\nurls = [{:?}]\n",
-        receiver.url("/hook")
-    ));
+    let mut service = Webhookd::start(&web_to_hook(&receiver));
     let db = service.db_path().display().to_string();
     let capped = |mb: u64| {
         format!(
@@ -137,17 +131,11 @@ fn a_full_filesystem_answers_503_and_recovers_live_when_space_returns() {
         return;
     };
     let receiver = Receiver::ok();
-    let service = Webhookd::start(&format!(
-        "[[sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n\
-         [[sources.destinations]]\nname = \"hook\"\nurls = [{:?}]\n",
-        receiver.url("/hook")
-    ));
+    let service = Webhookd::start(&web_to_hook(&receiver));
     let db = fs.path.join("webhookd.db").display().to_string();
     service.write_raw_config(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {db:?}\n\
-         [[sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n\
-         [[sources.destinations]]\nname = \"hook\"\nurls = [{:?}]\n",
-        receiver.url("/hook")
+        "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {db:?}\n{}",
+        web_to_hook(&receiver)
     ));
     let mut service = service;
     service.start_again();

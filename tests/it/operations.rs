@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::receiver::{Receiver, Reply};
-use crate::common::{admin, basic_auth, try_post, wait_until, Webhookd, ADMIN_TOKEN, WRITE_KEY};
+use crate::common::{
+    admin, basic_auth, try_post, wait_until, web_to_hook, Webhookd, ADMIN_TOKEN, WRITE_KEY,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -17,12 +19,7 @@ fn admin_keys() -> String {
 }
 
 fn one_destination(delivery: &str, receiver: &Receiver) -> String {
-    format!(
-        "[delivery]\n{delivery}\n\
-         [[sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n\
-         [[sources.destinations]]\nname = \"hook\"\nurls = [{:?}]\n",
-        receiver.url("/hook")
-    )
+    format!("[delivery]\n{delivery}\n{}", web_to_hook(receiver))
 }
 
 fn track(service: &Webhookd, message_id: &str) {
@@ -359,10 +356,7 @@ fn sigterm_during_a_burst_loses_nothing_and_finishes_attempts_in_flight() {
     service.start_again();
     let store = service.store();
     let acked = acked.lock().unwrap();
-    let missing: Vec<&String> = acked
-        .iter()
-        .filter(|id| store.find("web", id).is_none())
-        .collect();
+    let missing = store.missing("web", &acked);
     assert!(
         missing.is_empty(),
         "{} of {} lost",

@@ -10,7 +10,7 @@ use webhookd::actors::router::FailDestination;
 use webhookd::config::Config;
 
 use crate::common::receiver::Receiver;
-use crate::common::{basic_auth, post, WRITE_KEY};
+use crate::common::{basic_auth, post, web_to_hook, WRITE_KEY};
 
 async fn poll(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
@@ -28,11 +28,9 @@ fn a_failed_delivery_actor_is_restarted_and_finishes_its_work() {
     let (receiver, open) = Receiver::gated();
     let dir = tempfile::tempdir().unwrap();
     let config = Config::from_toml(&format!(
-        "[storage]\npath = {:?}\n[delivery]\nbackoff_initial_ms = 20\nbackoff_max_ms = 100\n\
-         [[sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n\
-         [[sources.destinations]]\nname = \"hook\"\nurls = [{:?}]\n",
+        "[storage]\npath = {:?}\n[delivery]\nbackoff_initial_ms = 20\nbackoff_max_ms = 100\n{}",
         dir.path().join("webhookd.db").display().to_string(),
-        receiver.url("/hook")
+        web_to_hook(&receiver)
     ))
     .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -35,6 +35,16 @@ write_key = "{WRITE_KEY}"
     )
 }
 
+/// One source `web` (write key [`WRITE_KEY`]) with one destination `hook` posting to
+/// `receiver`'s `/hook`.
+pub fn web_to_hook(receiver: &receiver::Receiver) -> String {
+    format!(
+        "[[sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n\
+         [[sources.destinations]]\nname = \"hook\"\nurls = [{:?}]\n",
+        receiver.url("/hook")
+    )
+}
+
 /// A running `webhookd` child process.
 pub struct Webhookd {
     child: Option<Child>,
@@ -272,6 +282,14 @@ impl StoreProbe {
         self.runtime
             .block_on(self.store.find_event(source, message_id))
             .unwrap()
+    }
+
+    /// The ids among `message_ids` that have no stored event in `source`.
+    pub fn missing<'a>(&self, source: &str, message_ids: &'a [String]) -> Vec<&'a String> {
+        message_ids
+            .iter()
+            .filter(|id| self.find(source, id).is_none())
+            .collect()
     }
 
     /// The deliveries of `source`'s event `message_id`, with their attempts.
