@@ -17,13 +17,14 @@ use super::body::read_json_body;
 use super::{ApiError, ApiState};
 use crate::actors::router::EventsStored;
 use crate::config::{Config, SourceConfig};
-use crate::segment::{
-    merge_batch_defaults, prepare, EventError, EventType, PreparedEvent, RequestFacts,
-};
+use crate::segment::{prepare, BatchDefaults, EventError, EventType, PreparedEvent, RequestFacts};
 use crate::store::{Appended, NewEvent, StoreError};
 
 /// Segment's limit on events in one batch request.
 pub const MAX_BATCH_EVENTS: usize = 2_500;
+/// What enrichment may add to one batch item (`messageId`, `receivedAt`, `timestamp`,
+/// `originalTimestamp`, `sentAt`, `context.ip`, `version`), for the request's byte budget.
+const ENRICHMENT_ALLOWANCE_BYTES: usize = 512;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/batch", web::post().to(batch))
@@ -54,10 +55,14 @@ async fn single(
         received_at: Utc::now(),
         client_ip: client_ip.as_deref(),
         batch_sent_at: None,
+        max_event_bytes: limit,
     };
     let prepared = prepare(event, event_type, &facts).map_err(|e| {
         reject(&state, &source.name, 1);
-        ApiError::BadRequest(e.to_string())
+        match e {
+            EventError::TooLargeStored { .. } => ApiError::PayloadTooLarge(e.to_string()),
+            _ => ApiError::BadRequest(e.to_string()),
+        }
     })?;
     store_events(
         &state,
@@ -96,12 +101,16 @@ async fn batch(
         received_at: Utc::now(),
         client_ip: client_ip.as_deref(),
         batch_sent_at: envelope.get("sentAt"),
+        max_event_bytes: server.max_message_bytes,
     };
+    let defaults = BatchDefaults::from_envelope(&envelope);
+    // No request stores much more than its own size, whatever its defaults would copy.
+    let mut budget = StoreBudget::new(2 * body.len() + ENRICHMENT_ALLOWANCE_BYTES * items.len());
 
     let mut accepted = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
-        match prepare_batch_item(item, &envelope, &facts, server.max_message_bytes) {
+        match prepare_batch_item(item, &defaults, &facts, &mut budget) {
             Ok(event) => accepted.push(event),
             Err(e) => rejected.push(json!({"index": index, "error": e.to_string()})),
         }
@@ -162,19 +171,36 @@ fn parse_batch(body: &[u8]) -> Result<(Map<String, Value>, Vec<&RawValue>), ApiE
     Ok((envelope, items))
 }
 
+/// What a batch request may still store, in bytes of canonical bodies.
+struct StoreBudget {
+    total: usize,
+    left: usize,
+}
+
+impl StoreBudget {
+    fn new(total: usize) -> StoreBudget {
+        StoreBudget { total, left: total }
+    }
+
+    fn refuse_over(&self, bytes: usize) -> Result<(), EventError> {
+        if bytes > self.left {
+            return Err(EventError::RequestTooLarge { limit: self.total });
+        }
+        Ok(())
+    }
+}
+
 fn prepare_batch_item(
     item: &RawValue,
-    envelope: &Map<String, Value>,
+    defaults: &BatchDefaults,
     facts: &RequestFacts<'_>,
-    max_event_bytes: usize,
+    budget: &mut StoreBudget,
 ) -> Result<PreparedEvent, EventError> {
-    // Measured as the client wrote the event, before enrichment adds to it.
+    let limit = facts.max_event_bytes;
+    // Measured as the client wrote the event, before anything is parsed.
     let bytes = item.get().len();
-    if bytes > max_event_bytes {
-        return Err(EventError::TooLarge {
-            bytes,
-            limit: max_event_bytes,
-        });
+    if bytes > limit {
+        return Err(EventError::TooLarge { bytes, limit });
     }
     let mut item = match serde_json::from_str::<Value>(item.get()) {
         Ok(Value::Object(item)) => item,
@@ -186,8 +212,17 @@ fn prepare_batch_item(
         .and_then(Value::as_str)
         .and_then(EventType::from_name)
         .ok_or(EventError::UnknownType)?;
-    merge_batch_defaults(&mut item, envelope);
-    prepare(item, event_type, facts)
+    // Refused before the defaults are copied in when they alone would break a limit.
+    let added = defaults.added_bytes_at_least(&item);
+    if added > limit {
+        return Err(EventError::TooLargeStored { limit });
+    }
+    budget.refuse_over(added)?;
+    defaults.merge_into(&mut item);
+    let event = prepare(item, event_type, facts)?;
+    budget.refuse_over(event.body.len())?;
+    budget.left -= event.body.len();
+    Ok(event)
 }
 
 /// Commits the accepted events, then tells the router they are there to deliver.

@@ -2,7 +2,7 @@
 //! tracking API performs before an event is stored (`messageId`, `receivedAt`,
 //! `timestamp` with clock-skew correction, `context.ip`, `version`).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use serde_json::{Map, Value};
 
 use super::canonical::to_canonical_json;
@@ -81,10 +81,16 @@ pub enum EventError {
     },
     #[error("`{field}` is not an ISO 8601 date-time")]
     BadTimestamp { field: &'static str },
+    #[error("`{field}` is outside years 0000-9999")]
+    TimestampOutOfRange { field: &'static str },
     #[error("`messageId` has {chars} characters; at most {MAX_MESSAGE_ID_CHARS} are allowed")]
     MessageIdTooLong { chars: usize },
     #[error("event is {bytes} bytes; at most {limit} are allowed")]
     TooLarge { bytes: usize, limit: usize },
+    #[error("event is over {limit} bytes once enriched (with the batch's `context` and `integrations` merged in); at most {limit} are allowed")]
+    TooLargeStored { limit: usize },
+    #[error("the request would store more than {limit} bytes in all; send fewer or smaller events per request")]
+    RequestTooLarge { limit: usize },
 }
 
 /// What the server knows about the request an event came in.
@@ -96,6 +102,8 @@ pub struct RequestFacts<'a> {
     pub client_ip: Option<&'a str>,
     /// A batch's own `sentAt`, for items that carry none.
     pub batch_sent_at: Option<&'a Value>,
+    /// The largest event that may be stored, in bytes of its canonical body.
+    pub max_event_bytes: usize,
 }
 
 /// A validated, enriched event ready to store.
@@ -201,12 +209,19 @@ pub fn prepare(
     }
     event.insert("version".into(), Value::from(1));
 
+    // The limit holds for the event as stored, whatever was merged into it or added.
+    let body = to_canonical_json(&Value::Object(event));
+    if body.len() > facts.max_event_bytes {
+        return Err(EventError::TooLargeStored {
+            limit: facts.max_event_bytes,
+        });
+    }
     Ok(PreparedEvent {
         event_type,
         message_id,
         message_id_generated,
         user_id,
-        body: to_canonical_json(&Value::Object(event)),
+        body,
     })
 }
 
@@ -233,7 +248,11 @@ fn enrich_times(
         (Some(original), Some(sent)) => {
             let original_text = event.get("timestamp").cloned().unwrap_or(Value::Null);
             event.insert("originalTimestamp".into(), original_text);
-            let corrected = received_at - (sent - original);
+            // Both are within years 0000-9999, so the skew fits; the corrected time may not.
+            let corrected = received_at
+                .checked_sub_signed(sent - original)
+                .filter(in_year_range)
+                .ok_or(EventError::TimestampOutOfRange { field: "timestamp" })?;
             event.insert("timestamp".into(), Value::String(format_iso8601(corrected)));
         }
         (Some(_), None) => {}
@@ -251,11 +270,21 @@ fn optional_time(
 ) -> Result<Option<DateTime<Utc>>, EventError> {
     match value {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => parse_iso8601(text)
-            .map(Some)
-            .ok_or(EventError::BadTimestamp { field }),
+        Some(Value::String(text)) => {
+            let time = parse_iso8601(text).ok_or(EventError::BadTimestamp { field })?;
+            if !in_year_range(&time) {
+                return Err(EventError::TimestampOutOfRange { field });
+            }
+            Ok(Some(time))
+        }
         Some(_) => Err(EventError::BadTimestamp { field }),
     }
+}
+
+/// Years 0000-9999: what ISO 8601 writes without an expanded year, and what JavaScript's
+/// `Date` and every receiver can read back.
+fn in_year_range(time: &DateTime<Utc>) -> bool {
+    (0..=9999).contains(&time.year())
 }
 
 /// `userId` / `anonymousId`: a non-empty string or a number; absent, null and "" count as
@@ -280,26 +309,76 @@ fn missing(field: &'static str, event_type: EventType) -> EventError {
     }
 }
 
-/// Puts a batch's own `context` and `integrations` under each item's: the item's keys win,
-/// as with JavaScript's `{...batch.context, ...item.context}`.
-pub fn merge_batch_defaults(item: &mut Map<String, Value>, batch: &Map<String, Value>) {
-    for key in ["context", "integrations"] {
-        let Some(Value::Object(defaults)) = batch.get(key) else {
-            continue;
-        };
-        match item.get_mut(key) {
-            Some(Value::Object(own)) => {
-                let mut merged = defaults.clone();
-                for (k, v) in std::mem::take(own) {
-                    merged.insert(k, v);
+/// A batch's own `context` and `integrations`, which go under each item's own: the
+/// item's keys win, as with JavaScript's `{...batch.context, ...item.context}`.
+///
+/// Each entry's size in the stored event is known before any item is merged, so an item
+/// whose merged event must exceed a limit is refused without copying anything into it:
+/// a small request cannot make the server build thousands of large events.
+#[derive(Debug, Default)]
+pub struct BatchDefaults {
+    /// `context`, then `integrations`: each entry with its size as stored (key and value).
+    objects: Vec<(&'static str, Map<String, Value>, Vec<usize>)>,
+}
+
+impl BatchDefaults {
+    /// The defaults of a batch envelope (its fields other than `batch`).
+    pub fn from_envelope(envelope: &Map<String, Value>) -> BatchDefaults {
+        let objects = ["context", "integrations"]
+            .into_iter()
+            .filter_map(|key| match envelope.get(key) {
+                Some(Value::Object(defaults)) => {
+                    let sizes = defaults
+                        .iter()
+                        .map(|(k, v)| {
+                            // "key":value, — both as the canonical body writes them.
+                            to_canonical_json(&Value::String(k.clone())).len()
+                                + to_canonical_json(v).len()
+                                + 2
+                        })
+                        .collect();
+                    Some((key, defaults.clone(), sizes))
                 }
-                *own = merged;
+                _ => None,
+            })
+            .collect();
+        BatchDefaults { objects }
+    }
+
+    /// Bytes that merging adds to `item` at the least: the defaults it does not override.
+    pub fn added_bytes_at_least(&self, item: &Map<String, Value>) -> usize {
+        self.objects
+            .iter()
+            .map(|(key, defaults, sizes)| match item.get(*key) {
+                None | Some(Value::Null) => sizes.iter().sum(),
+                Some(Value::Object(own)) => defaults
+                    .keys()
+                    .zip(sizes)
+                    .filter(|(k, _)| !own.contains_key(*k))
+                    .map(|(_, size)| size)
+                    .sum(),
+                // A non-object of the item's own is not merged (validation reports it).
+                Some(_) => 0,
+            })
+            .sum()
+    }
+
+    /// Puts the defaults under `item`'s own `context` and `integrations`.
+    pub fn merge_into(&self, item: &mut Map<String, Value>) {
+        for (key, defaults, _) in &self.objects {
+            match item.get_mut(*key) {
+                Some(Value::Object(own)) => {
+                    let mut merged = defaults.clone();
+                    for (k, v) in std::mem::take(own) {
+                        merged.insert(k, v);
+                    }
+                    *own = merged;
+                }
+                None | Some(Value::Null) => {
+                    item.insert((*key).into(), Value::Object(defaults.clone()));
+                }
+                Some(_) => {}
             }
-            None | Some(Value::Null) => {
-                item.insert(key.into(), Value::Object(defaults.clone()));
-            }
-            // A non-object of the item's own is reported by validation.
-            Some(_) => {}
         }
     }
 }
@@ -314,6 +393,7 @@ mod tests {
             received_at: parse_iso8601("2024-05-01T12:00:10.000Z").unwrap(),
             client_ip: Some("10.1.2.3"),
             batch_sent_at: None,
+            max_event_bytes: 32_768,
         }
     }
 
@@ -435,7 +515,10 @@ mod tests {
     fn batch_context_goes_under_the_items_own() {
         let mut item = object(json!({"context": {"a": 1, "b": 2}}));
         let batch = object(json!({"context": {"b": 9, "c": 3}, "integrations": {"All": false}}));
-        merge_batch_defaults(&mut item, &batch);
+        let defaults = BatchDefaults::from_envelope(&batch);
+        // "c":3, and "All":false, are added; "b" is the item's own.
+        assert_eq!(defaults.added_bytes_at_least(&item), 6 + 12);
+        defaults.merge_into(&mut item);
         assert_eq!(
             to_canonical_json(&Value::Object(item)),
             r#"{"context":{"b":2,"c":3,"a":1},"integrations":{"All":false}}"#

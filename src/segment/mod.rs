@@ -6,6 +6,4 @@ pub mod event;
 pub mod time;
 
 pub use canonical::{object_to_canonical_json, to_canonical_json};
-pub use event::{
-    merge_batch_defaults, prepare, EventError, EventType, PreparedEvent, RequestFacts,
-};
+pub use event::{prepare, BatchDefaults, EventError, EventType, PreparedEvent, RequestFacts};

@@ -148,3 +148,123 @@ fn slow_loris_connections_neither_block_others_nor_stay_open() {
     );
     a_normal_event_succeeds(&service, "after-loris");
 }
+
+/// The database file and its write-ahead log, in bytes.
+fn store_bytes(service: &Webhookd) -> u64 {
+    let db = service.db_path();
+    let wal = db.with_extension("db-wal");
+    [db, wal]
+        .iter()
+        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .sum()
+}
+
+#[test]
+fn a_batch_context_cannot_multiply_into_gigabytes() {
+    let service = Webhookd::start(&one_source_config());
+    a_normal_event_succeeds(&service, "before-amplification");
+    let before = store_bytes(&service);
+    let items: Vec<_> = (0..2_500)
+        .map(|_| json!({"type": "page", "userId": "x"}))
+        .collect();
+    let batch = json!({"batch": items, "context": {"pad": "x".repeat(420_000)}});
+    let response = service.post("/v1/batch", &batch);
+    assert_eq!(response.status, 200, "{:?}", response.status);
+    let rejected = response.body["rejected"]
+        .as_array()
+        .expect("rejected items");
+    assert_eq!(rejected.len(), 2_500, "every item is refused");
+    assert!(
+        rejected[0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("event is over 32768 bytes once enriched"),
+        "{}",
+        rejected[0]
+    );
+
+    // A context under the event limit is merged, but the request as a whole cannot store
+    // much more than its own size.
+    let items: Vec<_> = (0..2_500)
+        .map(|i| json!({"type": "page", "userId": "x", "messageId": format!("pad-{i}")}))
+        .collect();
+    let batch = json!({"batch": items, "context": {"pad": "y".repeat(30_000)}});
+    let response = service.post("/v1/batch", &batch);
+    assert_eq!(response.status, 200);
+    let rejected = response.body["rejected"].as_array().unwrap();
+    let accepted = 2_500 - rejected.len();
+    assert!(accepted > 0 && accepted < 100, "{accepted} accepted");
+    assert!(rejected
+        .last()
+        .unwrap()
+        .to_string()
+        .contains("the request would store more than"));
+    let grown = store_bytes(&service).saturating_sub(before);
+    assert!(grown < 8 * 1024 * 1024, "the store grew by {grown} bytes");
+    a_normal_event_succeeds(&service, "after-amplification");
+}
+
+/// Sends `body` to `/v1/track` on `stream` (kept alive) and reads the answer's status and body.
+fn track_on(stream: &mut TcpStream, body: &str) -> (u16, String) {
+    let request = format!(
+        "POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        basic_auth(WRITE_KEY),
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1, "connection closed");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let status = head[9..12].parse().unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().unwrap())
+        })
+        .unwrap();
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    (status, String::from_utf8(body).unwrap())
+}
+
+#[test]
+fn out_of_range_timestamps_are_a_400_and_the_connection_stays_usable() {
+    let service = Webhookd::start(&one_source_config());
+    let mut stream = TcpStream::connect(service.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let cases = [
+        (
+            json!({"userId": "u", "event": "e", "timestamp": "-262000-01-01", "sentAt": "+262000-01-01"}),
+            "`timestamp` is outside years 0000-9999",
+        ),
+        (
+            json!({"userId": "u", "event": "e", "timestamp": "2024-01-01", "sentAt": "+262000-01-01"}),
+            "`sentAt` is outside years 0000-9999",
+        ),
+        // Both in range, but the corrected time would not be.
+        (
+            json!({"userId": "u", "event": "e", "timestamp": "0000-01-01", "sentAt": "9999-01-01"}),
+            "`timestamp` is outside years 0000-9999",
+        ),
+    ];
+    for (event, error) in cases {
+        let (status, body) = track_on(&mut stream, &event.to_string());
+        assert_eq!(status, 400, "{body}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"], error);
+    }
+    let ok = json!({"userId": "u", "event": "e", "messageId": "same-connection"});
+    let (status, body) = track_on(&mut stream, &ok.to_string());
+    assert_eq!(status, 200, "{body}");
+    assert!(service.stored("web", "same-connection").is_some());
+    assert!(!service.log_text().contains("panicked"));
+}

@@ -65,7 +65,7 @@ proptest! {
 
     #[test]
     fn validation_never_panics_and_names_what_is_wrong(value in json_value(), kind in event_type()) {
-        let facts = RequestFacts { received_at: chrono::Utc::now(), client_ip: Some("127.0.0.1"), batch_sent_at: None };
+        let facts = RequestFacts { received_at: chrono::Utc::now(), client_ip: Some("127.0.0.1"), batch_sent_at: None, max_event_bytes: usize::MAX };
         let Value::Object(map) = value else { return Ok(()) };
         match prepare(map, kind, &facts) {
             Ok(event) => {
