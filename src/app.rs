@@ -41,6 +41,8 @@ pub enum ReloadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
     Tls(#[from] TlsSetupError),
 }
 
@@ -93,8 +95,10 @@ pub async fn start(
     };
     let deletion = {
         let (config, store, router) = (config.clone(), Arc::clone(&store), router.clone());
-        Supervisor::start(move |_| DeletionActor::new(config, store, router))
+        let metrics = Arc::clone(&metrics);
+        Supervisor::start(move |_| DeletionActor::new(config, store, router, metrics))
     };
+    actix_rt::spawn(watch_store(Arc::clone(&store), Arc::clone(&metrics)));
 
     let state = web::Data::new(ApiState {
         config: config.clone(),
@@ -128,14 +132,23 @@ pub async fn start(
 }
 
 impl Service {
-    /// Puts `new` in force: sources, destinations, `[delivery]` and the limits and token of
-    /// `[server]`. `server.listen` and `storage.path` keep their values until a restart.
-    pub fn reload(&self, mut new: Config) -> Result<(), ReloadError> {
+    /// Puts `new` in force: sources, destinations, `[delivery]`, the limits and token of
+    /// `[server]` and `storage.max_size_mb`. `server.listen` and `storage.path` keep their
+    /// values until a restart.
+    pub async fn reload(&self, mut new: Config) -> Result<(), ReloadError> {
         let current = self.config.current();
         if new.server.listen != current.server.listen || new.storage.path != current.storage.path {
             log::warn!("reload: server.listen and storage.path take effect at the next start");
             new.server.listen = current.server.listen;
-            new.storage = current.storage.clone();
+            new.storage.path = current.storage.path.clone();
+        }
+        if new.storage.max_size_mb != current.storage.max_size_mb {
+            let bytes = new.storage.max_size_mb.map(|mb| mb * 1024 * 1024);
+            self.store.set_size_limit(bytes).await?;
+            log::info!(
+                "reload: storage.max_size_mb is now {:?}",
+                new.storage.max_size_mb
+            );
         }
         let tls = tls_config(new.delivery.extra_root_certs.as_deref())?;
         let sources = new.sources.len();
@@ -166,6 +179,25 @@ impl Service {
     }
 }
 
+/// How often the store's health is looked at, and probed while it cannot write.
+const STORE_WATCH: Duration = Duration::from_secs(1);
+
+/// Keeps `webhookd_store_writable` current and, while the store cannot write, probes it
+/// so that it is found writable again even when nothing else writes (readiness is then
+/// 503, and a load balancer may send no ingest at all).
+async fn watch_store(store: Arc<dyn Store>, metrics: Arc<Metrics>) {
+    let mut tick = tokio::time::interval(STORE_WATCH);
+    loop {
+        tick.tick().await;
+        if !store.health().is_writable() {
+            let _ = store.probe().await;
+        }
+        metrics
+            .store_writable
+            .set(i64::from(store.health().is_writable()));
+    }
+}
+
 /// Runs webhookd until SIGTERM or Ctrl-C, reloading `config_path` on SIGHUP.
 pub async fn run(
     config_path: PathBuf,
@@ -183,9 +215,10 @@ pub async fn run(
             _ = interrupt.recv() => break,
             _ = hangup.recv() => {
                 log::info!("SIGHUP: reloading {}", config_path.display());
-                let reloaded = Config::load(&config_path)
-                    .map_err(ReloadError::from)
-                    .and_then(|new| service.reload(new));
+                let reloaded = match Config::load(&config_path) {
+                    Ok(new) => service.reload(new).await,
+                    Err(e) => Err(e.into()),
+                };
                 if let Err(e) = reloaded {
                     log::error!("reload refused, the configuration in force stays: {e}");
                 }

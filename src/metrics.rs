@@ -37,6 +37,9 @@ pub struct Metrics {
     pub store_commit_jobs: Histogram,
     /// `webhookd_delivery_actors`: delivery actors running (idle ones stop).
     pub delivery_actors: IntGauge,
+    /// `webhookd_store_writable`: 1 while the store takes writes; 0 while it is full or
+    /// unreachable (ingest answers 503, delivery holds off).
+    pub store_writable: IntGauge,
 }
 
 impl Metrics {
@@ -123,6 +126,19 @@ impl Metrics {
         registry
             .register(Box::new(delivery_actors.clone()))
             .expect("unique metric");
+        let store_writable = IntGauge::new(
+            "webhookd_store_writable",
+            "1 while the store takes writes, 0 while it is full or unreachable",
+        )
+        .expect("valid metric");
+        store_writable.set(1);
+        registry
+            .register(Box::new(store_writable.clone()))
+            .expect("unique metric");
+        // Present from the start, so that alerts on increase() work before a first restart.
+        for actor in ["router", "delivery", "deletion"] {
+            actor_restarts.with_label_values(&[actor]);
+        }
         let attempt_duration = HistogramVec::new(
             HistogramOpts::new(
                 "webhookd_attempt_duration_seconds",
@@ -151,6 +167,7 @@ impl Metrics {
             store_commit_duration,
             store_commit_jobs,
             delivery_actors,
+            store_writable,
         }
     }
 

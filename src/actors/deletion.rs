@@ -17,6 +17,7 @@ use actix::prelude::*;
 
 use super::router::{RegulationApplied, Router};
 use crate::config::{Config, SharedConfig};
+use crate::metrics::Metrics;
 use crate::store::{PurgedDelivery, Regulation, RegulationPlan, RegulationType, Store, StoreError};
 
 /// A regulation was stored and waits to be applied. Answers once every regulation
@@ -29,14 +30,21 @@ pub struct DeletionActor {
     config: SharedConfig,
     store: Arc<dyn Store>,
     router: Addr<Router>,
+    metrics: Arc<Metrics>,
 }
 
 impl DeletionActor {
-    pub fn new(config: SharedConfig, store: Arc<dyn Store>, router: Addr<Router>) -> DeletionActor {
+    pub fn new(
+        config: SharedConfig,
+        store: Arc<dyn Store>,
+        router: Addr<Router>,
+        metrics: Arc<Metrics>,
+    ) -> DeletionActor {
         DeletionActor {
             config,
             store,
             router,
+            metrics,
         }
     }
 
@@ -126,6 +134,10 @@ impl Actor for DeletionActor {
 impl Supervised for DeletionActor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         log::warn!("deletion actor restarting");
+        self.metrics
+            .actor_restarts
+            .with_label_values(&["deletion"])
+            .inc();
     }
 }
 

@@ -39,6 +39,8 @@ const RESPONSE_BODY_KEPT: usize = 1024;
 const RESTART_PAUSE: Duration = Duration::from_secs(1);
 /// With nothing due, look at the store this often anyway (new work is normally signalled).
 const IDLE_POLL: Duration = Duration::from_secs(5);
+/// While the store cannot be written, look again this often.
+const STORE_RETRY: Duration = Duration::from_secs(1);
 
 /// New deliveries for this destination were committed.
 #[derive(Debug, Message)]
@@ -142,6 +144,10 @@ pub struct DeliveryActor {
     /// Restarted by the supervisor: wait a little before working again, so that a lasting
     /// fault (a full store) does not become a busy loop of restarts.
     restarted: bool,
+    /// Attempts made whose record the store could not take (it was full or unreachable):
+    /// held, and recorded when it can write again, never sent again meanwhile. Their
+    /// deliveries stay in `in_flight`, so nothing else starts while they wait.
+    unrecorded: Vec<(DueDelivery, AttemptOutcome)>,
     /// Told when the actor has been idle long enough to be retired.
     on_idle: Recipient<ActorIdle>,
     /// When the running store query started.
@@ -175,6 +181,7 @@ impl DeliveryActor {
             paused: false,
             draining: None,
             restarted: false,
+            unrecorded: Vec::new(),
             on_idle,
             fetch_started: Instant::now(),
             idle_since: None,
@@ -195,6 +202,14 @@ impl DeliveryActor {
     /// Fills free in-flight slots with due deliveries from the store.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         if self.paused || self.draining.is_some() {
+            return;
+        }
+        if !self.unrecorded.is_empty() {
+            return; // Recording them again is scheduled; it pumps when it succeeds.
+        }
+        if !self.store.health().is_writable() {
+            // An attempt now could not be recorded and would be sent again: wait.
+            self.schedule_wake(Some(now_ms() + STORE_RETRY.as_millis() as i64), ctx);
             return;
         }
         if self.fetching {
@@ -439,21 +454,29 @@ impl DeliveryActor {
                 );
             }
         }
+        self.record(delivery, outcome, ctx);
+    }
+
+    /// Commits an attempt's outcome; only then does its delivery leave the in-flight set.
+    /// An outcome the store cannot take is held and recorded later: the delivery is not
+    /// sent again meanwhile.
+    fn record(&mut self, delivery: DueDelivery, outcome: AttemptOutcome, ctx: &mut Context<Self>) {
+        // Counted once recorded: `delivered` or `dead`; a retry is not an end.
         let finished = match &outcome.update {
             DeliveryUpdate::Delivered => Some("delivered"),
             DeliveryUpdate::Dead { .. } => Some("dead"),
             DeliveryUpdate::RetryAt { .. } => None,
         };
-        let record = self.store.record_attempt(outcome);
+        let record = self.store.record_attempt(outcome.clone());
         let id = delivery.delivery_id;
         let recording = ctx.spawn(record.into_actor(self).map(move |result, actor, ctx| {
-            actor.in_flight.remove(&delivery.delivery_id);
-            if actor.fetching {
-                actor.finished_during_fetch.insert(delivery.delivery_id);
-            }
-            actor.tell_drained();
             match result {
                 Ok(()) => {
+                    actor.in_flight.remove(&id);
+                    if actor.fetching {
+                        actor.finished_during_fetch.insert(id);
+                    }
+                    actor.tell_drained();
                     if let Some(outcome) = finished {
                         actor
                             .metrics
@@ -465,15 +488,44 @@ impl DeliveryActor {
                             ])
                             .inc();
                     }
-                    actor.pump(ctx);
+                    if actor.unrecorded.is_empty() {
+                        actor.pump(ctx);
+                    }
                 }
                 Err(e) => {
-                    log::error!("delivery {}: cannot record an attempt: {e}", actor.name());
-                    ctx.stop();
+                    if actor.unrecorded.is_empty() {
+                        log::error!(
+                            "delivery {}: cannot record attempts ({e}); sending stops until the store can write again",
+                            actor.name()
+                        );
+                        ctx.run_later(STORE_RETRY, |actor, ctx| actor.record_held(ctx));
+                    }
+                    actor.unrecorded.push((delivery, outcome));
                 }
             }
         }));
         self.in_flight.insert(id, recording);
+    }
+
+    /// Tries again to record the outcomes the store could not take.
+    fn record_held(&mut self, ctx: &mut Context<Self>) {
+        let held = std::mem::take(&mut self.unrecorded);
+        if held.is_empty() {
+            return;
+        }
+        if !self.store.health().is_writable() {
+            self.unrecorded = held;
+            ctx.run_later(STORE_RETRY, |actor, ctx| actor.record_held(ctx));
+            return;
+        }
+        log::info!(
+            "delivery {}: recording {} held attempt(s)",
+            self.name(),
+            held.len()
+        );
+        for (delivery, outcome) in held {
+            self.record(delivery, outcome, ctx);
+        }
     }
 }
 
@@ -600,6 +652,9 @@ impl Supervised for DeliveryActor {
         self.fetch_again = false;
         self.wake = None;
         self.client = None;
+        // Held outcomes are lost with the restart; their deliveries are pending and are
+        // attempted again (at least once).
+        self.unrecorded.clear();
     }
 }
 

@@ -317,6 +317,8 @@ async fn destinations(
         .await
         .map_err(|e| ApiError::Unavailable(format!("the store is unavailable: {e}")))?;
     let config = state.config.current();
+    // Nothing can be sent while the store cannot record what is sent.
+    let store_problem = state.store.health().problem();
     let mut list = Vec::new();
     for source in &config.sources {
         for destination in &source.destinations {
@@ -329,6 +331,8 @@ async fn destinations(
                 "disabled"
             } else if s.paused {
                 "paused"
+            } else if store_problem.is_some() {
+                "blocked"
             } else {
                 "active"
             };
@@ -345,6 +349,7 @@ async fn destinations(
                 "successRateLastHour": success_rate,
                 "lastError": s.last_error,
                 "lastErrorAt": s.last_error_at_ms.map(iso),
+                "blockedReason": (status == "blocked").then_some(&store_problem),
             }));
         }
     }

@@ -28,8 +28,13 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// 200 once the store is open and the actors run: the HTTP server is only started after
-/// both, so serving this route is the proof.
-async fn readyz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ready"}))
+/// 200 once the store is open and the actors run (the HTTP server is only started after
+/// both, so serving this route is the proof) and while the store takes writes; 503 with
+/// the reason while it cannot (ingest would answer 503 too).
+async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
+    match state.store.health().problem() {
+        None => HttpResponse::Ok().json(json!({"status": "ready"})),
+        Some(problem) => HttpResponse::ServiceUnavailable()
+            .json(json!({"status": "unavailable", "reason": problem})),
+    }
 }

@@ -187,3 +187,95 @@ fn a_full_filesystem_answers_503_and_recovers_live_when_space_returns() {
     // Before the filesystem goes away.
     service.kill();
 }
+
+#[test]
+fn a_full_store_stops_delivery_instead_of_sending_again_and_a_reload_frees_it() {
+    let (receiver, open) = crate::common::receiver::Receiver::gated();
+    let service = Webhookd::start(&web_to_hook(&receiver));
+    let db = service.db_path().display().to_string();
+    let whole = |mb: u64| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token = {:?}\n\
+             [storage]\npath = {db:?}\nmax_size_mb = {mb}\n\
+             [delivery]\nbackoff_initial_ms = 100\nbackoff_max_ms = 500\n{}",
+            crate::common::ADMIN_TOKEN,
+            web_to_hook(&receiver)
+        )
+    };
+    service.write_raw_config(&whole(1));
+    let mut service = service;
+    service.start_again();
+
+    // 3,000 events of about 500 bytes while the receiver answers 503, until the store is full.
+    let pad = "z".repeat(400);
+    let mut acked = Vec::new();
+    let mut full = false;
+    for batch in 0..150 {
+        let items: Vec<Value> = (0..20)
+            .map(|i| json!({"type": "track", "userId": "u", "event": "E", "messageId": format!("loop-{batch}-{i}"), "properties": {"pad": pad}}))
+            .collect();
+        let response = service.post("/v1/batch", &json!({ "batch": items }));
+        if response.status == 200 {
+            acked.extend((0..20).map(|i| format!("loop-{batch}-{i}")));
+        } else {
+            assert_eq!(response.status, 503, "{response:?}");
+            full = true;
+        }
+    }
+    assert!(full, "a 1 MiB store fills up");
+    assert!(!acked.is_empty());
+
+    // The receiver recovers; the store is still full. Delivery stops rather than sending
+    // the same events again and again, and says why.
+    let before_recovery = receiver.count();
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    let ready = crate::common::get(&service.url("/readyz"));
+    assert_eq!(ready.status, 503, "{ready:?}");
+    assert_eq!(ready.body["reason"], "the store is out of space");
+    let destinations = crate::common::admin("GET", &service.url("/admin/v1/destinations"), None);
+    assert_eq!(destinations.body["destinations"][0]["state"], "blocked");
+    // The absence of a loop can only be watched for a while.
+    std::thread::sleep(Duration::from_secs(3));
+    let arrivals_since = |start: usize| {
+        let mut counts = std::collections::HashMap::<String, usize>::new();
+        for r in &receiver.requests()[start..] {
+            let id = r.json()["messageId"].as_str().unwrap().to_string();
+            *counts.entry(id).or_default() += 1;
+        }
+        counts
+    };
+    let while_full = arrivals_since(before_recovery);
+    assert!(
+        while_full.values().all(|n| *n <= 1),
+        "sent again while the store was full: {:?}",
+        while_full
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .collect::<Vec<_>>()
+    );
+
+    // Space is freed by a reload with a larger cap: the backlog drains, each event at
+    // most twice in all.
+    service.write_raw_config(&whole(64));
+    service.signal("HUP");
+    let store = service.store();
+    assert!(
+        wait_until(Duration::from_secs(120), || store.pending("web", "hook")
+            == 0),
+        "the backlog did not drain:\n{}",
+        service.log_text()
+    );
+    let delivered = arrivals_since(before_recovery);
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|id| !delivered.contains_key(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events never arrived",
+        missing.len()
+    );
+    let repeated: Vec<_> = delivered.iter().filter(|(_, n)| **n > 2).collect();
+    assert!(repeated.is_empty(), "arrived more than twice: {repeated:?}");
+    assert_eq!(crate::common::get(&service.url("/readyz")).status, 200);
+}

@@ -163,8 +163,15 @@ fn metrics_move_as_events_are_received_rejected_and_delivered() {
             "webhookd_actor_restarts_total",
             &[("actor", "delivery")]
         ),
-        None
+        Some(0.0),
+        "every actor kind is exported from the start"
     );
+    for actor in ["router", "deletion"] {
+        assert_eq!(
+            sample(&after, "webhookd_actor_restarts_total", &[("actor", actor)]),
+            Some(0.0)
+        );
+    }
 }
 
 #[test]

@@ -26,8 +26,9 @@ mod schema;
 
 use super::{
     Appended, AttemptOutcome, AttemptRecord, DeadLetter, DeadLetterQuery, DeliveryStatus,
-    DestinationStats, DueDelivery, DuePage, NewEvent, PurgedDelivery, Regulation, RegulationPlan,
-    RegulationProgress, ReplaySelection, Store, StoreError, StoreFuture, StoredEvent, Suppression,
+    DestinationStats, DueDelivery, DuePage, HealthCell, NewEvent, PurgedDelivery, Regulation,
+    RegulationPlan, RegulationProgress, ReplaySelection, Store, StoreError, StoreFuture,
+    StoreHealth, StoredEvent, Suppression,
 };
 use schema::SCHEMA;
 
@@ -58,6 +59,8 @@ pub struct SqliteStore {
     /// number of threads however many callers read at once.
     reads: mpsc::Sender<ReadJob>,
     dedupe_window_ms: i64,
+    /// What the latest writes found.
+    health: Arc<HealthCell>,
     /// Dropped with the store, which ends the checkpoint thread.
     _checkpoint_stop: std::sync::mpsc::Sender<()>,
 }
@@ -79,18 +82,11 @@ impl SqliteStore {
         on_commit: CommitObserver,
     ) -> Result<SqliteStore, StoreError> {
         if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(folder).map_err(|source| StoreError::Open {
-                path: path.display().to_string(),
-                source,
-            })?;
+            std::fs::create_dir_all(folder).map_err(|e| open_error(path, e))?;
         }
         let writer = connect(path)?;
         writer.execute_batch(SCHEMA)?;
-        if let Some(bytes) = max_size_bytes {
-            let page_size: i64 = writer.query_row("PRAGMA page_size", [], |row| row.get(0))?;
-            let pages = (bytes as i64 / page_size).max(1);
-            writer.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
-        }
+        set_max_pages(&writer, max_size_bytes)?;
         // Checkpoints copy the WAL into the database with random writes. Done inside a
         // commit they stall every request waiting on it, so a thread of its own does the
         // bulk of them, concurrently. The writer still checkpoints past
@@ -105,10 +101,7 @@ impl SqliteStore {
             std::thread::Builder::new()
                 .name(format!("store-reader-{n}"))
                 .spawn(move || read_loop(conn, queue))
-                .map_err(|source| StoreError::Open {
-                    path: path.display().to_string(),
-                    source,
-                })?;
+                .map_err(|e| open_error(path, e))?;
         }
         let checkpointer = connect(path)?;
         let (checkpoint_stop, stopped) = std::sync::mpsc::channel::<()>();
@@ -119,30 +112,29 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || write_loop(writer, queue, thread_path, on_commit))
-            .map_err(|source| StoreError::Open {
-                path: path.display().to_string(),
-                source,
-            })?;
+            .map_err(|e| open_error(path, e))?;
         std::thread::Builder::new()
             .name("store-checkpoint".into())
             .spawn(move || checkpoint_loop(checkpointer, stopped))
-            .map_err(|source| StoreError::Open {
-                path: path.display().to_string(),
-                source,
-            })?;
+            .map_err(|e| open_error(path, e))?;
         Ok(SqliteStore {
             jobs,
             reads,
             dedupe_window_ms,
+            health: Arc::new(HealthCell::new()),
             _checkpoint_stop: checkpoint_stop,
         })
     }
 
     /// Runs `op` in the writer's next transaction; resolves once that transaction commits.
+    /// `grows`: the write needs new space, so its outcome tells whether the store is
+    /// writable ([`Store::health`]).
     fn write<T: Send + 'static>(
         &self,
+        grows: bool,
         op: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> StoreFuture<T> {
+        let health = Arc::clone(&self.health);
         let (reply, answer) = oneshot::channel();
         let job: WriteJob = Box::new(move |conn| {
             let result = in_savepoint(conn, op);
@@ -153,7 +145,9 @@ impl SqliteStore {
         let jobs = self.jobs.clone();
         Box::pin(async move {
             jobs.send(job).await.map_err(|_| StoreError::Closed)?;
-            answer.await.map_err(|_| StoreError::Closed)?
+            let result = answer.await.map_err(|_| StoreError::Closed)?;
+            health.observe(&result, grows);
+            result
         })
     }
 
@@ -177,7 +171,9 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn append(&self, events: Vec<NewEvent>) -> StoreFuture<Vec<Appended>> {
         let window_ms = self.dedupe_window_ms;
-        self.write(move |conn| ingest::append_events(conn, &events, window_ms))
+        self.write(true, move |conn| {
+            ingest::append_events(conn, &events, window_ms)
+        })
     }
 
     fn find_event(&self, source: &str, message_id: &str) -> StoreFuture<Option<StoredEvent>> {
@@ -250,7 +246,7 @@ impl Store for SqliteStore {
     }
 
     fn record_attempt(&self, outcome: AttemptOutcome) -> StoreFuture<()> {
-        self.write(move |conn| delivery::record_attempt(conn, &outcome))
+        self.write(true, move |conn| delivery::record_attempt(conn, &outcome))
     }
 
     fn pending_destinations(&self) -> StoreFuture<Vec<(String, String)>> {
@@ -310,7 +306,7 @@ impl Store for SqliteStore {
     }
 
     fn add_regulation(&self, regulation: Regulation) -> StoreFuture<()> {
-        self.write(move |conn| regulation::add(conn, &regulation))
+        self.write(true, move |conn| regulation::add(conn, &regulation))
     }
 
     fn unapplied_regulations(&self) -> StoreFuture<Vec<Regulation>> {
@@ -318,7 +314,7 @@ impl Store for SqliteStore {
     }
 
     fn apply_regulation(&self, plan: RegulationPlan) -> StoreFuture<Vec<PurgedDelivery>> {
-        self.write(move |conn| regulation::apply(conn, &plan))
+        self.write(true, move |conn| regulation::apply(conn, &plan))
     }
 
     fn regulation_progress(&self, id: &str) -> StoreFuture<Option<RegulationProgress>> {
@@ -332,7 +328,9 @@ impl Store for SqliteStore {
 
     fn lift_suppression(&self, source: &str, user_id: &str) -> StoreFuture<bool> {
         let (source, user_id) = (source.to_string(), user_id.to_string());
-        self.write(move |conn| regulation::lift_suppression(conn, &source, &user_id))
+        self.write(false, move |conn| {
+            regulation::lift_suppression(conn, &source, &user_id)
+        })
     }
 
     fn destination_stats(&self, now_ms: i64) -> StoreFuture<Vec<DestinationStats>> {
@@ -347,12 +345,14 @@ impl Store for SqliteStore {
         &self,
         selection: ReplaySelection,
     ) -> StoreFuture<Vec<(String, String, u64)>> {
-        self.write(move |conn| operations::replay(conn, &selection))
+        self.write(false, move |conn| operations::replay(conn, &selection))
     }
 
     fn set_paused(&self, source: &str, destination: &str, paused: bool) -> StoreFuture<()> {
         let (source, destination) = (source.to_string(), destination.to_string());
-        self.write(move |conn| operations::set_paused(conn, &source, &destination, paused))
+        self.write(false, move |conn| {
+            operations::set_paused(conn, &source, &destination, paused)
+        })
     }
 
     fn paused_destinations(&self) -> StoreFuture<Vec<(String, String)>> {
@@ -368,6 +368,35 @@ impl Store for SqliteStore {
         })
     }
 
+    fn health(&self) -> StoreHealth {
+        self.health.get()
+    }
+
+    fn probe(&self) -> StoreFuture<()> {
+        self.write(true, |conn| {
+            // More than a page of new data needs new pages: it fails while the store is
+            // full. Rolled back at once, so nothing stays.
+            conn.execute_batch("SAVEPOINT probe")?;
+            let grow = conn.execute("INSERT INTO write_probe (b) VALUES (zeroblob(16384))", []);
+            conn.execute_batch("ROLLBACK TO probe; RELEASE probe")?;
+            grow?;
+            Ok(())
+        })
+    }
+
+    fn set_size_limit(&self, max_bytes: Option<u64>) -> StoreFuture<()> {
+        let health = Arc::clone(&self.health);
+        let set = self.write(false, move |conn| set_max_pages(conn, max_bytes));
+        Box::pin(async move {
+            set.await?;
+            // Whatever was full may fit now; the next write tells.
+            if health.get() == StoreHealth::Full {
+                health.set(StoreHealth::Writable);
+            }
+            Ok(())
+        })
+    }
+
     fn pending_count(&self, source: &str, destination: &str) -> StoreFuture<u64> {
         let (source, destination) = (source.to_string(), destination.to_string());
         self.read(move |conn| {
@@ -379,6 +408,49 @@ impl Store for SqliteStore {
             )?;
             Ok(count as u64)
         })
+    }
+}
+
+/// SQLite's own default cap on pages, for "no cap".
+const SQLITE_MAX_PAGES: i64 = 0xFFFF_FFFE;
+
+/// Caps the database at `max_bytes` (in pages); `None` lifts the cap.
+fn set_max_pages(conn: &Connection, max_bytes: Option<u64>) -> Result<(), StoreError> {
+    let pages = match max_bytes {
+        Some(bytes) => {
+            let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
+            (i64::try_from(bytes).unwrap_or(i64::MAX) / page_size).clamp(1, SQLITE_MAX_PAGES)
+        }
+        None => SQLITE_MAX_PAGES,
+    };
+    conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+    Ok(())
+}
+
+fn open_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Open {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    /// Out of space and an unwritable file are told apart: the API answers 503, readiness
+    /// says why, and things recover when space or access returns.
+    fn from(e: rusqlite::Error) -> StoreError {
+        use rusqlite::ErrorCode;
+        match e.sqlite_error_code() {
+            Some(ErrorCode::DiskFull) => StoreError::Full,
+            Some(
+                ErrorCode::ReadOnly
+                | ErrorCode::CannotOpen
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::PermissionDenied
+                | ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked,
+            ) => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Backend(e.to_string()),
+        }
     }
 }
 

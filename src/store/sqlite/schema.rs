@@ -86,4 +86,7 @@ CREATE TABLE IF NOT EXISTS suppressions (
     created_at    INTEGER NOT NULL,
     PRIMARY KEY (source, user_id)
 ) WITHOUT ROWID;
+
+-- Always empty: a write here, rolled back, tells whether the store has space again.
+CREATE TABLE IF NOT EXISTS write_probe (b BLOB);
 ";
