@@ -125,7 +125,15 @@ pub struct DestinationConfig {
     pub shared_secret: Option<Secret>,
     /// `enabled`: a disabled destination gets no deliveries for new events. Default true.
     pub enabled: bool,
+    /// `integration_name`: this destination's name in an event's `integrations` object,
+    /// as Segment's: an event with `"<name>": false`, or with `"All": false` and no
+    /// `"<name>": true` (or options object), is not delivered here. Case-sensitive.
+    /// Default `"Webhooks"`.
+    pub integration_name: String,
 }
+
+/// Segment's name for its Webhooks destination in `integrations`.
+pub const DEFAULT_INTEGRATION_NAME: &str = "Webhooks";
 
 /// One entry of `urls`: a bare string, or `{ url = "...", headers = { ... } }`.
 #[derive(Debug, Clone)]
@@ -235,6 +243,13 @@ fn list_problems(problems: &[ConfigProblem]) -> String {
         problems.len(),
         lines.join("\n  ")
     )
+}
+
+impl SourceConfig {
+    /// The destinations that take new events.
+    pub fn enabled_destinations(&self) -> impl Iterator<Item = &DestinationConfig> {
+        self.destinations.iter().filter(|d| d.enabled)
+    }
 }
 
 impl Config {
@@ -510,6 +525,14 @@ impl Reader {
             .filter(|s| !s.is_empty())
             .map(Secret::new);
         let enabled = self.take(&mut t, p, "enabled").unwrap_or(true);
+        let integration_name = match self.take::<String>(&mut t, p, "integration_name") {
+            Some(name) if name.is_empty() => {
+                self.problem(join(p, "integration_name"), "must not be empty");
+                name
+            }
+            Some(name) => name,
+            None => DEFAULT_INTEGRATION_NAME.to_string(),
+        };
         self.reject_unknown(t, p);
         DestinationConfig {
             name,
@@ -517,6 +540,7 @@ impl Reader {
             headers,
             shared_secret,
             enabled,
+            integration_name,
         }
     }
 

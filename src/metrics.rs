@@ -14,6 +14,9 @@ pub struct Metrics {
     pub events_received: IntCounterVec,
     /// `webhookd_events_rejected_total{source,reason}`: events refused at ingest.
     pub events_rejected: IntCounterVec,
+    /// `webhookd_events_filtered_total{source,destination,reason}`: events not delivered to
+    /// a destination because of what they say (`integrations` flags).
+    pub events_filtered: IntCounterVec,
     /// `webhookd_deliveries_total{source,destination,outcome}`: finished deliveries
     /// (`delivered` or `dead`).
     pub deliveries: IntCounterVec,
@@ -61,6 +64,11 @@ impl Metrics {
             "webhookd_events_rejected_total",
             "Events refused at ingest",
             &["source", "reason"],
+        );
+        let events_filtered = counter(
+            "webhookd_events_filtered_total",
+            "Events not delivered to a destination because of what they say",
+            &["source", "destination", "reason"],
         );
         let deliveries = counter(
             "webhookd_deliveries_total",
@@ -157,6 +165,7 @@ impl Metrics {
             registry,
             events_received,
             events_rejected,
+            events_filtered,
             deliveries,
             attempts,
             attempt_duration,

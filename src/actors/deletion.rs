@@ -100,12 +100,7 @@ fn plan(config: &Config, regulation: &Regulation) -> RegulationPlan {
         .iter()
         .filter(|s| covered(&s.name))
         .map(|s| {
-            let destinations = s
-                .destinations
-                .iter()
-                .filter(|d| d.enabled)
-                .map(|d| d.name.clone())
-                .collect();
+            let destinations = s.enabled_destinations().map(|d| d.name.clone()).collect();
             (s.name.clone(), destinations)
         })
         .collect();

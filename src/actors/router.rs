@@ -216,7 +216,7 @@ impl Handler<EventsStored> for Router {
         let Some(source) = config.sources.iter().find(|s| s.name == msg.source) else {
             return;
         };
-        for destination in source.destinations.iter().filter(|d| d.enabled) {
+        for destination in source.enabled_destinations() {
             self.wake(&msg.source, &destination.name);
         }
     }

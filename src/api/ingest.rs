@@ -17,7 +17,9 @@ use super::body::read_json_body;
 use super::{ApiError, ApiState};
 use crate::actors::router::EventsStored;
 use crate::config::{Config, SourceConfig};
-use crate::segment::{prepare, BatchDefaults, EventError, EventType, PreparedEvent, RequestFacts};
+use crate::segment::{
+    integration_enabled, prepare, BatchDefaults, EventError, EventType, PreparedEvent, RequestFacts,
+};
 use crate::store::{Appended, NewEvent, StoreError};
 
 /// Segment's limit on events in one batch request.
@@ -235,24 +237,18 @@ async fn store_events(
     if events.is_empty() {
         return Ok(());
     }
-    let destinations: Vec<String> = source
-        .destinations
-        .iter()
-        .filter(|d| d.enabled)
-        .map(|d| d.name.clone())
-        .collect();
     let types: Vec<&'static str> = events.iter().map(|e| e.event_type.as_str()).collect();
     let new_events = events
         .into_iter()
         .map(|e| NewEvent {
             source: source.name.clone(),
+            destinations: destinations_for(state, source, &e),
             message_id: e.message_id,
             message_id_generated: e.message_id_generated,
             user_id: e.user_id,
             event_type: e.event_type.as_str(),
             received_at_ms,
             body: e.body,
-            destinations: destinations.clone(),
         })
         .collect();
     let outcomes = state.store.append(new_events).await.map_err(|e| {
@@ -300,6 +296,26 @@ async fn store_events(
         }
     }
     Ok(())
+}
+
+/// The destinations `event` is delivered to: the source's enabled ones that its
+/// `integrations` flags do not turn away. Those turned away are counted.
+fn destinations_for(state: &ApiState, source: &SourceConfig, event: &PreparedEvent) -> Vec<String> {
+    source
+        .enabled_destinations()
+        .filter(|d| {
+            let wanted = integration_enabled(&event.integrations, &d.integration_name);
+            if !wanted {
+                state
+                    .metrics
+                    .events_filtered
+                    .with_label_values(&[&source.name, &d.name, "integrations"])
+                    .inc();
+            }
+            wanted
+        })
+        .map(|d| d.name.clone())
+        .collect()
 }
 
 /// Counts events refused for what they hold.

@@ -115,8 +115,22 @@ pub struct PreparedEvent {
     pub message_id_generated: bool,
     /// `userId` as text (numbers written as JavaScript would), for deletion requests.
     pub user_id: Option<String>,
+    /// The event's `integrations` (after the batch's were merged in): which destinations
+    /// the client wants it sent to.
+    pub integrations: Map<String, Value>,
     /// The canonical JSON body sent to webhooks.
     pub body: String,
+}
+
+/// Whether an event with these `integrations` goes to the destination called `name`
+/// there, as Segment decides: `"<name>": false` says no; `true` or an options object
+/// says yes; otherwise it goes unless `"All": false`. Names are case-sensitive.
+pub fn integration_enabled(integrations: &Map<String, Value>, name: &str) -> bool {
+    match integrations.get(name) {
+        Some(Value::Bool(enabled)) => *enabled,
+        Some(Value::Object(_)) => true,
+        _ => integrations.get("All") != Some(&Value::Bool(false)),
+    }
 }
 
 /// Validates `event` as an event of type `event_type` and enriches it as Segment does.
@@ -209,6 +223,10 @@ pub fn prepare(
     }
     event.insert("version".into(), Value::from(1));
 
+    let integrations = match event.get("integrations") {
+        Some(Value::Object(integrations)) => integrations.clone(),
+        _ => Map::new(),
+    };
     // The limit holds for the event as stored, whatever was merged into it or added.
     let body = to_canonical_json(&Value::Object(event));
     if body.len() > facts.max_event_bytes {
@@ -221,6 +239,7 @@ pub fn prepare(
         message_id,
         message_id_generated,
         user_id,
+        integrations,
         body,
     })
 }
@@ -508,6 +527,28 @@ mod tests {
         for (event, event_type, message) in cases {
             let err = prepare(object(event.clone()), event_type, &facts()).unwrap_err();
             assert_eq!(err.to_string(), message, "{event}");
+        }
+    }
+
+    #[test]
+    fn integrations_flags_decide_as_segment_does() {
+        let cases = [
+            (json!({}), true),
+            (json!({"All": false}), false),
+            (json!({"Webhooks": false}), false),
+            (json!({"All": false, "Webhooks": true}), true),
+            (json!({"All": false, "Webhooks": {"opt": 1}}), true),
+            (json!({"All": true, "Webhooks": false}), false),
+            (json!({"webhooks": false}), true),
+            (json!({"All": false, "webhooks": true}), false),
+            (json!({"Webhooks": "yes"}), true),
+        ];
+        for (integrations, expected) in cases {
+            assert_eq!(
+                integration_enabled(integrations.as_object().unwrap(), "Webhooks"),
+                expected,
+                "{integrations}"
+            );
         }
     }
 

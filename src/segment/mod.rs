@@ -6,4 +6,6 @@ pub mod event;
 pub mod time;
 
 pub use canonical::{object_to_canonical_json, to_canonical_json};
-pub use event::{prepare, BatchDefaults, EventError, EventType, PreparedEvent, RequestFacts};
+pub use event::{
+    integration_enabled, prepare, BatchDefaults, EventError, EventType, PreparedEvent, RequestFacts,
+};
