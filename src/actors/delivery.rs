@@ -29,7 +29,9 @@ use crate::delivery::outcome::{classify_error, classify_status, UrlOutcome};
 use crate::delivery::signature::sign;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
-use crate::store::{AttemptOutcome, AttemptRecord, DeliveryUpdate, DueDelivery, DuePage, Store};
+use crate::store::{
+    AttemptOutcome, AttemptRecord, DeliveryUpdate, DueDelivery, DuePage, Store, StoreError,
+};
 
 /// Segment's webhooks identify themselves with this User-Agent.
 const SEGMENT_USER_AGENT: &str = "Segment.io/1.0";
@@ -491,6 +493,12 @@ impl DeliveryActor {
                     if actor.unrecorded.is_empty() {
                         actor.pump(ctx);
                     }
+                }
+                Err(e) if !matches!(e, StoreError::Full | StoreError::Unavailable(_)) => {
+                    // Not a lack of space or access: fail, and let the supervisor start
+                    // over from the store (the attempt may be made again).
+                    log::error!("delivery {}: cannot record an attempt: {e}", actor.name());
+                    ctx.stop();
                 }
                 Err(e) => {
                     if actor.unrecorded.is_empty() {

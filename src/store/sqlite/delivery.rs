@@ -9,6 +9,14 @@ pub(super) fn record_attempt(
     conn: &Connection,
     outcome: &AttemptOutcome,
 ) -> Result<(), StoreError> {
+    // A delivery purged by a regulation while its attempt was on the wire is gone: its
+    // attempt is not kept either.
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM deliveries WHERE id = ?1")?
+        .exists(params![outcome.delivery_id])?;
+    if !exists {
+        return Ok(());
+    }
     let mut insert = conn.prepare_cached(
         "INSERT INTO attempts (delivery_id, attempted_at, url, status, error, latency_ms, response_body)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
