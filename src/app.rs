@@ -12,12 +12,15 @@ use actix_web::{web, App, HttpServer};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::actors::deletion::{apply_unapplied, DeletionActor};
+use crate::actors::leases::{BeatNow, LeaseKeeper};
 use crate::actors::router::{ConfigReloaded, DrainAll, Router};
 use crate::api::{self, ApiState};
+use crate::clock::now_ms;
+use crate::config::StorageBackend;
 use crate::config::{Config, ConfigError, SharedConfig};
 use crate::delivery::client::{tls_config, TlsSetupError};
 use crate::metrics::Metrics;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{self, InstanceInfo, Store, StoreError};
 
 /// Threads for delivery actors, at most: their work is mostly waiting on the network.
 const MAX_DELIVERY_THREADS: usize = 4;
@@ -51,9 +54,12 @@ pub struct Service {
     pub addr: SocketAddr,
     pub http: ServerHandle,
     pub router: Addr<Router>,
+    pub leases: Addr<LeaseKeeper>,
     pub metrics: Arc<Metrics>,
     pub config: SharedConfig,
     pub store: Arc<dyn Store>,
+    /// This instance, as the store's registry knows it.
+    pub instance: InstanceInfo,
 }
 
 /// Starts webhookd on `listener`: returns the service and its HTTP server, which serves
@@ -63,7 +69,6 @@ pub async fn start(
     listener: TcpListener,
 ) -> Result<(Service, actix_web::dev::Server), StartError> {
     let metrics = Arc::new(Metrics::new());
-    let dedupe_window = Duration::from_secs(config.server.dedupe_window_s);
     let on_commit = {
         let metrics = Arc::clone(&metrics);
         Box::new(move |took: Duration, jobs: usize| {
@@ -71,14 +76,29 @@ pub async fn start(
             metrics.store_commit_jobs.observe(jobs as f64);
         })
     };
-    let max_size_bytes = config.storage.max_size_mb.map(|mb| mb * 1024 * 1024);
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_observed(
-        &config.storage.path,
-        dedupe_window,
-        max_size_bytes,
-        on_commit,
-    )?);
-    log::info!("store open at {}", config.storage.path.display());
+    let store = store::open(&config.storage, on_commit).await?;
+    match config.storage.backend {
+        StorageBackend::Sqlite => {
+            log::info!("store open: SQLite at {}", config.storage.path.display())
+        }
+        StorageBackend::Postgres => log::info!(
+            "store open: PostgreSQL at {}",
+            config
+                .storage
+                .url
+                .as_ref()
+                .map(|u| u.redacted())
+                .unwrap_or_default()
+        ),
+    }
+    let addr = listener.local_addr()?;
+    let instance = InstanceInfo {
+        id: uuid::Uuid::new_v4().to_string(),
+        address: addr.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at_ms: now_ms(),
+        config_fingerprint: config.fingerprint(),
+    };
     let tls = tls_config(config.delivery.extra_root_certs.as_deref())?;
     let paused = store.paused_destinations().await?;
     // Before any delivery resumes: regulations acknowledged before a crash take effect.
@@ -99,6 +119,16 @@ pub async fn start(
         Supervisor::start(move |_| DeletionActor::new(config, store, router, metrics))
     };
     actix_rt::spawn(watch_store(Arc::clone(&store), Arc::clone(&metrics)));
+    let leases = {
+        let (instance, config, store) = (instance.clone(), config.clone(), Arc::clone(&store));
+        let router = router.clone();
+        Supervisor::start(move |_| LeaseKeeper::new(instance, config, store, router))
+    };
+    log::info!(
+        "instance {} (config fingerprint {})",
+        instance.id,
+        instance.config_fingerprint
+    );
 
     let state = web::Data::new(ApiState {
         config: config.clone(),
@@ -107,7 +137,6 @@ pub async fn start(
         deletion,
         metrics: Arc::clone(&metrics),
     });
-    let addr = listener.local_addr()?;
     let server =
         HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))
             .client_request_timeout(Duration::from_secs(5))
@@ -124,9 +153,11 @@ pub async fn start(
         addr,
         http: server.handle(),
         router,
+        leases,
         metrics,
         config,
         store,
+        instance,
     };
     Ok((service, server))
 }
@@ -137,10 +168,20 @@ impl Service {
     /// values until a restart.
     pub async fn reload(&self, mut new: Config) -> Result<(), ReloadError> {
         let current = self.config.current();
-        if new.server.listen != current.server.listen || new.storage.path != current.storage.path {
-            log::warn!("reload: server.listen and storage.path take effect at the next start");
+        let storage_moved = new.storage.backend != current.storage.backend
+            || new.storage.path != current.storage.path
+            || new.storage.url != current.storage.url
+            || new.storage.pool_size != current.storage.pool_size;
+        if new.server.listen != current.server.listen || storage_moved {
+            log::warn!(
+                "reload: server.listen and storage.backend, path, url and pool_size take effect at the next start"
+            );
             new.server.listen = current.server.listen;
-            new.storage.path = current.storage.path.clone();
+            let max_size_mb = new.storage.max_size_mb;
+            let lease_s = new.storage.lease_s;
+            new.storage = current.storage.clone();
+            new.storage.max_size_mb = max_size_mb;
+            new.storage.lease_s = lease_s;
         }
         if new.storage.max_size_mb != current.storage.max_size_mb {
             let bytes = new.storage.max_size_mb.map(|mb| mb * 1024 * 1024);
@@ -154,6 +195,8 @@ impl Service {
         let sources = new.sources.len();
         self.config.replace(Arc::new(new));
         self.router.do_send(ConfigReloaded { tls });
+        // The destinations wanted may have changed: leases follow at once.
+        self.leases.do_send(BeatNow);
         log::info!("configuration reloaded: {sources} source(s)");
         Ok(())
     }
@@ -172,9 +215,11 @@ impl Service {
         if drained.is_err() {
             log::warn!("shutdown: the router did not answer; attempts in flight were cut");
         }
-        match self.store.checkpoint().await {
-            Ok(()) => log::info!("store flushed; stopped"),
-            Err(e) => log::error!("shutdown: store flush failed (the WAL keeps every commit): {e}"),
+        match self.store.shutdown(&self.instance.id).await {
+            Ok(()) => log::info!("store flushed, leases released; stopped"),
+            Err(e) => log::error!(
+                "shutdown: store flush failed (every commit is kept; leases run out by themselves): {e}"
+            ),
         }
     }
 }

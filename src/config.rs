@@ -65,13 +65,105 @@ pub struct ServerConfig {
 /// `[storage]`
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
+    /// `backend`: `"sqlite"` (one file, one instance; the default) or `"postgres"` (any
+    /// number of instances sharing one database).
+    pub backend: StorageBackend,
     /// `path`: the SQLite database file; created with its folder if missing.
-    /// Default `./data/webhookd.db`.
+    /// Default `./data/webhookd.db`. SQLite only.
     pub path: PathBuf,
     /// `max_size_mb`: cap on the database file. At the cap, ingest answers 503 (nothing is
     /// acknowledged that was not stored) until space returns; 0 or absent: no cap, the
-    /// disk is the limit.
+    /// disk is the limit. SQLite only.
     pub max_size_mb: Option<u64>,
+    /// `url`: the PostgreSQL database, `postgres://user:password@host:port/database`;
+    /// the environment variable `WEBHOOKD_STORAGE_URL` overrides it. Its password never
+    /// appears in logs or errors. PostgreSQL only.
+    pub url: Option<StorageUrl>,
+    /// `pool_size`: connections this instance keeps to PostgreSQL. Default 16.
+    pub pool_size: usize,
+    /// `lease_s`: how long the destinations an instance drives stay its own after its last
+    /// heartbeat; a dead instance's destinations are taken over within this. Default 30.
+    pub lease_s: u64,
+}
+
+/// Which store `[storage]` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageBackend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database URL whose password never prints (`Debug` and `Display` show `***`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StorageUrl(Secret);
+
+impl StorageUrl {
+    pub fn new(url: impl Into<String>) -> StorageUrl {
+        StorageUrl(Secret::new(url))
+    }
+
+    /// The URL itself, to connect with.
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+
+    /// The URL with its password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        redact_password(self.0.expose())
+    }
+}
+
+impl fmt::Debug for StorageUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StorageUrl({})", self.redacted())
+    }
+}
+
+impl fmt::Display for StorageUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// `scheme://user:secret@host/db` → `scheme://user:***@host/db`; `password=secret` →
+/// `password=***` (the key=value form).
+pub fn redact_password(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        if let Some((userinfo, host)) = authority.rsplit_once('@') {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let shown = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_string()
+            };
+            let tail = redact_query_password(tail);
+            return format!("{scheme}://{shown}@{host}{tail}");
+        }
+        return format!("{scheme}://{authority}{}", redact_query_password(tail));
+    }
+    url.split_whitespace()
+        .map(|part| match part.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => part.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn redact_query_password(tail: &str) -> String {
+    let Some((path, query)) = tail.split_once('?') else {
+        return tail.to_string();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{path}?{}", query.join("&"))
 }
 
 /// `[delivery]`: the delivery actors' settings.
@@ -159,8 +251,12 @@ impl Default for ServerConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
+            backend: StorageBackend::Sqlite,
             path: PathBuf::from("./data/webhookd.db"),
             max_size_mb: None,
+            url: None,
+            pool_size: 16,
+            lease_s: 30,
         }
     }
 }
@@ -253,17 +349,26 @@ impl SourceConfig {
 }
 
 impl Config {
-    /// Reads and validates the file at `path`.
+    /// Reads and validates the file at `path`; `WEBHOOKD_STORAGE_URL`, when set,
+    /// replaces `storage.url`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::from_toml(&text)
+        let url = std::env::var("WEBHOOKD_STORAGE_URL")
+            .ok()
+            .filter(|u| !u.is_empty());
+        Config::from_toml_with_url(&text, url)
     }
 
     /// Parses and validates configuration text, reporting every problem found.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_with_url(text, None)
+    }
+
+    /// As [`Config::from_toml`], with `storage.url` replaced by `url` when given.
+    fn from_toml_with_url(text: &str, url: Option<String>) -> Result<Config, ConfigError> {
         let table: toml::Table = toml::from_str(text).map_err(|e| {
             ConfigError::Invalid(vec![ConfigProblem {
                 path: "(file)".into(),
@@ -271,12 +376,38 @@ impl Config {
             }])
         })?;
         let mut reader = Reader::default();
-        let config = reader.config(table);
+        let mut config = reader.config(table);
+        if let Some(url) = url {
+            config.storage.url = Some(StorageUrl::new(url));
+        }
+        reader.check_storage(&config);
         if reader.problems.is_empty() {
             Ok(config)
         } else {
             Err(ConfigError::Invalid(reader.problems))
         }
+    }
+
+    /// A short hash of what all instances on one store should agree on: sources,
+    /// destinations (secrets included) and `[delivery]`. Shown, never reversible.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(format!("{:?}", self.delivery));
+        for source in &self.sources {
+            hash.update(format!(
+                "\u{1}{}\u{1}{}",
+                source.name,
+                source.write_key.expose()
+            ));
+            for d in &source.destinations {
+                hash.update(format!("\u{2}{d:?}"));
+                if let Some(secret) = &d.shared_secret {
+                    hash.update(secret.expose());
+                }
+            }
+        }
+        hex::encode(&hash.finalize()[..8])
     }
 
     /// The source whose write key is `key`, compared in constant time against every source.
@@ -407,7 +538,7 @@ impl Reader {
                 ),
             }
         }
-        if let Some(token) = self.take::<String>(&mut t, p, "admin_token") {
+        if let Some(token) = self.take_secret(&mut t, p, "admin_token") {
             server.admin_token = (!token.is_empty()).then(|| Secret::new(token));
         }
         if let Some(n) = self.take(&mut t, p, "max_message_bytes") {
@@ -434,6 +565,33 @@ impl Reader {
 
     fn storage(&mut self, mut t: toml::Table) -> StorageConfig {
         let mut storage = StorageConfig::default();
+        if let Some(backend) = self.take::<String>(&mut t, "storage", "backend") {
+            match backend.as_str() {
+                "sqlite" => storage.backend = StorageBackend::Sqlite,
+                "postgres" => storage.backend = StorageBackend::Postgres,
+                _ => self.problem(
+                    "storage.backend",
+                    format!("{backend:?} is not \"sqlite\" or \"postgres\""),
+                ),
+            }
+        }
+        if let Some(url) = self.take_secret(&mut t, "storage", "url") {
+            storage.url = (!url.is_empty()).then(|| StorageUrl::new(url));
+        }
+        if let Some(n) = self.take::<usize>(&mut t, "storage", "pool_size") {
+            if (1..=1000).contains(&n) {
+                storage.pool_size = n;
+            } else {
+                self.problem("storage.pool_size", "must be 1 to 1000");
+            }
+        }
+        if let Some(n) = self.take::<u64>(&mut t, "storage", "lease_s") {
+            if (1..=3600).contains(&n) {
+                storage.lease_s = n;
+            } else {
+                self.problem("storage.lease_s", "must be 1 to 3600");
+            }
+        }
         if let Some(path) = self.take::<String>(&mut t, "storage", "path") {
             if path.is_empty() {
                 self.problem("storage.path", "must not be empty");
@@ -501,7 +659,19 @@ impl Reader {
 
     fn source(&mut self, mut t: toml::Table, p: &str) -> SourceConfig {
         let name = self.required_string(&mut t, p, "name");
-        let write_key = self.required_string(&mut t, p, "write_key");
+        let write_key_given = t.contains_key("write_key");
+        let write_key = match self.take_secret(&mut t, p, "write_key") {
+            Some(key) if !key.is_empty() => key,
+            Some(_) => {
+                self.problem(join(p, "write_key"), "must not be empty");
+                String::new()
+            }
+            None if write_key_given => String::new(),
+            None => {
+                self.problem(join(p, "write_key"), "missing");
+                String::new()
+            }
+        };
         let destination_tables = self.take_tables(&mut t, p, "destinations");
         let destinations = destination_tables
             .into_iter()
@@ -521,7 +691,7 @@ impl Reader {
         let urls = self.urls(&mut t, p);
         let headers = self.headers(&mut t, p, "headers");
         let shared_secret = self
-            .take::<String>(&mut t, p, "shared_secret")
+            .take_secret(&mut t, p, "shared_secret")
             .filter(|s| !s.is_empty())
             .map(Secret::new);
         let enabled = self.take(&mut t, p, "enabled").unwrap_or(true);
@@ -628,17 +798,41 @@ impl Reader {
     }
 
     fn required_string(&mut self, t: &mut toml::Table, p: &str, key: &str) -> String {
+        let given = t.contains_key(key);
         match self.take::<String>(t, p, key) {
             Some(s) if !s.is_empty() => s,
             Some(_) => {
                 self.problem(join(p, key), "must not be empty");
                 String::new()
             }
-            None if t.contains_key(key) => String::new(),
+            None if given => String::new(),
             None => {
                 self.problem(join(p, key), "missing");
                 String::new()
             }
+        }
+    }
+
+    /// Takes a secret string: a wrong type is reported without the value.
+    fn take_secret(&mut self, table: &mut toml::Table, path: &str, key: &str) -> Option<String> {
+        match table.remove(key)? {
+            toml::Value::String(s) => Some(s),
+            other => {
+                self.problem(
+                    join(path, key),
+                    format!("must be a string, not {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn check_storage(&mut self, config: &Config) {
+        if config.storage.backend == StorageBackend::Postgres && config.storage.url.is_none() {
+            self.problem(
+                "storage.url",
+                "is required with backend = \"postgres\" (or set WEBHOOKD_STORAGE_URL)",
+            );
         }
     }
 

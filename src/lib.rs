@@ -26,6 +26,7 @@
 pub mod actors;
 pub mod api;
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod metrics;

@@ -1,10 +1,10 @@
 //! The deletion actor: applies user deletion requests (regulations) one at a time.
 //!
 //! A regulation is stored before the API answers 202. The actor then resolves which
-//! sources and enabled destinations it covers from the configuration and has the store
-//! apply it in one transaction: the users' undelivered events in those sources are
-//! removed, suppressions recorded, and one `delete` notification per subject queued for
-//! each destination. A regulation is thus applied whole or not at all; one not yet
+//! sources and enabled destinations it covers from the configuration, writes the
+//! `delete` notifications, and has the store apply it in one transaction: every stored
+//! event of the users in those sources is removed (delivered or not), suppressions
+//! recorded, and one `delete` notification per subject queued for each destination. A regulation is thus applied whole or not at all; one not yet
 //! applied when the process stops is applied on the next start. The router then cancels
 //! the removed deliveries in their actors and wakes the destinations that have
 //! notifications to send: those go out through the delivery actors like any event
@@ -15,10 +15,18 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::router::{RegulationApplied, Router};
+use super::router::{PurgeApplied, Router};
+use serde_json::json;
+
+use crate::clock::now_ms;
 use crate::config::{Config, SharedConfig};
 use crate::metrics::Metrics;
-use crate::store::{PurgedDelivery, Regulation, RegulationPlan, RegulationType, Store, StoreError};
+use crate::segment::time::format_iso8601;
+use crate::segment::to_canonical_json;
+use crate::store::{
+    ClusterSignal, Notification, Regulation, RegulationApplied, RegulationPlan, RegulationType,
+    Store, StoreError,
+};
 
 /// A regulation was stored and waits to be applied. Answers once every regulation
 /// waiting is applied (or applying failed).
@@ -57,8 +65,18 @@ impl DeletionActor {
             self.router.clone(),
         );
         async move {
-            for (plan, purged) in apply_unapplied(&config.current(), store.as_ref()).await? {
-                router.do_send(RegulationApplied { plan, purged });
+            for (plan, applied) in apply_unapplied(&config.current(), store.as_ref()).await? {
+                // Other instances drop what was purged too; this one hears it directly.
+                if !applied.purged.is_empty() {
+                    let cancel = ClusterSignal::Cancel(applied.purged.clone());
+                    if let Err(e) = store.publish(cancel).await {
+                        log::warn!("deletion: other instances not told of the purge: {e}");
+                    }
+                }
+                router.do_send(PurgeApplied {
+                    plan,
+                    purged: applied.purged,
+                });
             }
             Ok(())
         }
@@ -71,44 +89,78 @@ impl DeletionActor {
 pub async fn apply_unapplied(
     config: &Config,
     store: &dyn Store,
-) -> Result<Vec<(RegulationPlan, Vec<PurgedDelivery>)>, StoreError> {
+) -> Result<Vec<(RegulationPlan, RegulationApplied)>, StoreError> {
     let mut applied = Vec::new();
     for regulation in store.unapplied_regulations().await? {
-        let plan = plan(config, &regulation);
-        let purged = store.apply_regulation(plan.clone()).await?;
+        let plan = plan(config, &regulation, now_ms());
+        let outcome = store.apply_regulation(plan.clone()).await?;
         log::info!(
-            "regulation {} applied: {} subject(s), {} undelivered deliveries purged",
+            "regulation {} applied: {} subject(s), {} event(s) removed, {} undelivered deliveries purged",
             plan.regulation_id,
             plan.subject_ids.len(),
-            purged.len()
+            outcome.events_removed,
+            outcome.undelivered_removed
         );
-        applied.push((plan, purged));
+        applied.push((plan, outcome));
     }
     Ok(applied)
 }
 
-/// The sources a regulation covers, each with its enabled destinations.
-fn plan(config: &Config, regulation: &Regulation) -> RegulationPlan {
+/// What a regulation does, resolved against the configuration: the sources whose data
+/// of the subjects goes (those listed, or every source in the store), where they are
+/// suppressed, and one `delete` notification per subject for each covered source with
+/// enabled destinations.
+fn plan(config: &Config, regulation: &Regulation, now_ms: i64) -> RegulationPlan {
     let covered = |name: &str| {
         regulation
             .sources
             .as_ref()
             .is_none_or(|listed| listed.iter().any(|s| s == name))
     };
-    let sources = config
-        .sources
-        .iter()
-        .filter(|s| covered(&s.name))
-        .map(|s| {
-            let destinations = s.enabled_destinations().map(|d| d.name.clone()).collect();
-            (s.name.clone(), destinations)
-        })
-        .collect();
+    // One notification per user, however often the request names them.
+    let mut subject_ids: Vec<String> = Vec::with_capacity(regulation.subject_ids.len());
+    for id in &regulation.subject_ids {
+        if !subject_ids.contains(id) {
+            subject_ids.push(id.clone());
+        }
+    }
+    let timestamp =
+        format_iso8601(chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default());
+    let mut notifications = Vec::new();
+    for source in config.sources.iter().filter(|s| covered(&s.name)) {
+        let destinations: Vec<String> = source
+            .enabled_destinations()
+            .map(|d| d.name.clone())
+            .collect();
+        if destinations.is_empty() {
+            continue;
+        }
+        for (index, user_id) in subject_ids.iter().enumerate() {
+            notifications.push(Notification {
+                source: source.name.clone(),
+                user_id: user_id.clone(),
+                message_id: format!("delete-{}-{index}", regulation.id),
+                body: to_canonical_json(
+                    &json!({"type": "delete", "userId": user_id, "timestamp": timestamp}),
+                ),
+                destinations: destinations.clone(),
+            });
+        }
+    }
+    let suppress_in = match regulation.regulation_type {
+        RegulationType::DeleteOnly => Vec::new(),
+        RegulationType::SuppressWithDelete => match &regulation.sources {
+            Some(listed) => listed.clone(),
+            None => config.sources.iter().map(|s| s.name.clone()).collect(),
+        },
+    };
     RegulationPlan {
         regulation_id: regulation.id.clone(),
-        suppress: regulation.regulation_type == RegulationType::SuppressWithDelete,
-        subject_ids: regulation.subject_ids.clone(),
-        sources,
+        suppress_in,
+        subject_ids,
+        sources: regulation.sources.clone(),
+        notifications,
+        now_ms,
     }
 }
 

@@ -2,16 +2,19 @@
 //! deliveries, at most `max_in_flight` at a time, and schedules their retries.
 //!
 //! The store is the actor's work list; memory holds only the deliveries in flight. The
-//! actor pages due deliveries in from the store when told new work is there
+//! actor claims due deliveries from the store (under its instance's lease on the
+//! destination, for longer than an attempt can take) when told new work is there
 //! ([`WorkAvailable`]), when an attempt finishes, and on a timer set for the next
 //! scheduled retry. One attempt posts to every URL still worth trying, concurrently;
-//! its requests and the delivery's new state are committed together before the
-//! delivery leaves the in-flight set. Anything the actor loses by stopping (a supervisor
-//! restart, a crash) is therefore still pending in the store and is attempted again:
-//! delivery is at least once.
+//! its requests and the delivery's new state are committed together, under the claim,
+//! before the delivery leaves the in-flight set. Anything the actor loses by stopping (a
+//! supervisor restart, a crash) is therefore still pending in the store and is attempted
+//! again: delivery is at least once. What to make of an attempt's results is
+//! [`crate::delivery::decision`]'s to say.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,15 +25,18 @@ use chrono::Utc;
 use futures_util::future::join_all;
 use futures_util::StreamExt;
 
+use crate::clock::now_ms;
 use crate::config::{DeliveryConfig, DestinationConfig};
-use crate::delivery::backoff::{next_delay, parse_retry_after};
+use crate::delivery::backoff::parse_retry_after;
 use crate::delivery::client::build_client;
+use crate::delivery::decision::{decide, History, RetryPolicy, UrlVerdict};
 use crate::delivery::outcome::{classify_error, classify_status, UrlOutcome};
 use crate::delivery::signature::sign;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::store::{
-    AttemptOutcome, AttemptRecord, DeliveryUpdate, DueDelivery, DuePage, Store, StoreError,
+    AttemptOutcome, AttemptRecord, Claim, DeliveryUpdate, DueDelivery, DuePage, Lease, Store,
+    StoreError,
 };
 
 /// Segment's webhooks identify themselves with this User-Agent.
@@ -43,6 +49,8 @@ const RESTART_PAUSE: Duration = Duration::from_secs(1);
 const IDLE_POLL: Duration = Duration::from_secs(5);
 /// While the store cannot be written, look again this often.
 const STORE_RETRY: Duration = Duration::from_secs(1);
+/// Numbers each actor's life, so that each restart claims under a name of its own.
+static INCARNATIONS: AtomicU64 = AtomicU64::new(0);
 
 /// New deliveries for this destination were committed.
 #[derive(Debug, Message)]
@@ -122,6 +130,10 @@ impl Target {
 /// Sends one destination's deliveries.
 pub struct DeliveryActor {
     target: Arc<Target>,
+    /// This instance's lease on the destination: claims are made under it.
+    lease: Lease,
+    /// The name this actor's claims carry; a new one after each restart.
+    claimer: String,
     settings: DeliveryConfig,
     store: Arc<dyn Store>,
     tls: Arc<rustls::ClientConfig>,
@@ -131,10 +143,8 @@ pub struct DeliveryActor {
     /// Deliveries being attempted, until their outcome is committed, with the future
     /// doing it (to cancel a purged one).
     in_flight: HashMap<i64, SpawnHandle>,
-    /// A store query for due work is running.
+    /// A claim of due work is running.
     fetching: bool,
-    /// Deliveries finished while that query ran: its answer may predate their commit.
-    finished_during_fetch: HashSet<i64>,
     /// More work was signalled while fetching: fetch again when done.
     fetch_again: bool,
     /// The timer for the next scheduled retry or idle poll.
@@ -162,14 +172,18 @@ pub struct DeliveryActor {
 impl DeliveryActor {
     pub fn new(
         target: Arc<Target>,
+        lease: Lease,
         settings: DeliveryConfig,
         store: Arc<dyn Store>,
         tls: Arc<rustls::ClientConfig>,
         metrics: Arc<Metrics>,
         on_idle: Recipient<ActorIdle>,
     ) -> DeliveryActor {
+        let claimer = claimer_name(&lease);
         DeliveryActor {
             target,
+            lease,
+            claimer,
             settings,
             store,
             tls,
@@ -177,7 +191,6 @@ impl DeliveryActor {
             client: None,
             in_flight: HashMap::new(),
             fetching: false,
-            finished_during_fetch: HashSet::new(),
             fetch_again: false,
             wake: None,
             paused: false,
@@ -227,25 +240,31 @@ impl DeliveryActor {
         }
         self.fetching = true;
         self.fetch_started = Instant::now();
-        self.finished_during_fetch.clear();
-        // Deliveries in flight are still pending in the store and come back first.
-        let limit = free + self.in_flight.len();
-        let query = self.store.due_deliveries(
-            &self.target.source,
-            &self.target.destination,
-            now_ms(),
-            limit,
+        let now = now_ms();
+        let claim = Claim {
+            source: self.target.source.clone(),
+            destination: self.target.destination.clone(),
+            claimer: self.claimer.clone(),
+            lease: self.lease.clone(),
+            now_ms: now,
+            claim_until_ms: now + claim_duration(&self.settings).as_millis() as i64,
+            limit: free,
+        };
+        ctx.spawn(
+            self.store
+                .claim_due(claim)
+                .into_actor(self)
+                .map(|page, actor, ctx| {
+                    actor.fetching = false;
+                    match page {
+                        Ok(page) => actor.start_due(page, ctx),
+                        Err(e) => {
+                            log::error!("delivery {}: cannot claim due work: {e}", actor.name());
+                            ctx.stop();
+                        }
+                    }
+                }),
         );
-        ctx.spawn(query.into_actor(self).map(|page, actor, ctx| {
-            actor.fetching = false;
-            match page {
-                Ok(page) => actor.start_due(page, ctx),
-                Err(e) => {
-                    log::error!("delivery {}: cannot read due work: {e}", actor.name());
-                    ctx.stop();
-                }
-            }
-        }));
     }
 
     /// Notes whether anything is pending, and reports a long idleness to the router.
@@ -278,8 +297,8 @@ impl DeliveryActor {
             if self.in_flight.len() >= self.settings.max_in_flight {
                 break;
             }
-            let id = delivery.delivery_id;
-            if !self.in_flight.contains_key(&id) && !self.finished_during_fetch.contains(&id) {
+            // A held outcome's claim may have run out: it is not attempted again.
+            if !self.in_flight.contains_key(&delivery.delivery_id) {
                 self.start_attempt(delivery, ctx);
             }
         }
@@ -324,90 +343,66 @@ impl DeliveryActor {
             .target
             .urls
             .iter()
-            .enumerate()
-            .filter(|(i, _)| *i < 32 && delivery.retry_urls & (1 << i) != 0)
-            .map(|(i, url)| {
-                let request = send_one(
+            .filter(|url| !delivery.given_up_urls.contains(&url.url))
+            .map(|url| {
+                send_one(
                     client.clone(),
                     url.clone(),
                     body.clone(),
                     signature.clone(),
                     self.settings.timeout_ms,
-                );
-                async move { (i, request.await) }
+                )
             })
             .collect::<Vec<_>>();
         let first_attempt_at_ms = delivery.first_attempt_at_ms.unwrap_or_else(now_ms);
         let attempt = ctx.spawn(join_all(requests).into_actor(self).map(
             move |results, actor, ctx| {
-                let outcome = actor.decide(&delivery, first_attempt_at_ms, results);
+                let outcome = actor.conclude(&delivery, first_attempt_at_ms, results);
                 actor.finish_attempt(delivery, outcome, ctx);
             },
         ));
         self.in_flight.insert(delivery_id, attempt);
     }
 
-    /// What an attempt's results mean for the delivery: the retry logic of SPEC §4.
-    fn decide(
+    /// The outcome of an attempt: the decision on the delivery, the requests to record,
+    /// and the metrics.
+    fn conclude(
         &self,
         delivery: &DueDelivery,
         first_attempt_at_ms: i64,
-        results: Vec<(usize, UrlResult)>,
+        results: Vec<UrlResult>,
     ) -> AttemptOutcome {
-        let mut retry_urls = delivery.retry_urls;
-        let mut retry_after = None;
-        let mut delivered = false;
-        for (i, result) in &results {
-            match result.outcome {
-                UrlOutcome::Success => delivered = true,
-                UrlOutcome::Permanent => retry_urls &= !(1 << i),
-                UrlOutcome::Retryable => {
-                    retry_after = retry_after.max(result.retry_after);
-                }
-            }
-        }
-        let last_error = results
+        let verdicts: Vec<UrlVerdict> = results
             .iter()
-            .rev()
-            .find_map(|(_, r)| r.record.error.clone())
-            .unwrap_or_default();
-        let update = if delivered {
-            DeliveryUpdate::Delivered
-        } else if (retry_urls & url_mask(self.target.urls.len())) == 0 {
-            DeliveryUpdate::Dead {
-                reason: format!("no URL worth retrying; last error: {last_error}"),
-            }
-        } else {
-            let delay = next_delay(
-                delivery.attempts + 1,
-                retry_after,
-                Duration::from_millis(self.settings.backoff_initial_ms),
-                Duration::from_millis(self.settings.backoff_max_ms),
-                &mut rand::rng(),
-            );
-            let at_ms = now_ms() + delay.as_millis() as i64;
-            let window_ends = first_attempt_at_ms + self.settings.retry_window_s as i64 * 1000;
-            if at_ms > window_ends {
-                DeliveryUpdate::Dead {
-                    reason: format!(
-                        "retry window of {} s over after {} attempts; last error: {last_error}",
-                        self.settings.retry_window_s,
-                        delivery.attempts + 1
-                    ),
-                }
-            } else {
-                DeliveryUpdate::RetryAt { at_ms, retry_urls }
-            }
+            .map(|r| UrlVerdict {
+                url: r.record.url.clone(),
+                outcome: r.outcome.clone(),
+                retry_after: r.retry_after,
+                error: r.record.error.clone(),
+            })
+            .collect();
+        let policy = RetryPolicy {
+            backoff_initial: Duration::from_millis(self.settings.backoff_initial_ms),
+            backoff_max: Duration::from_millis(self.settings.backoff_max_ms),
+            window: Duration::from_secs(self.settings.retry_window_s),
         };
-        for (_, result) in &results {
+        let history = History {
+            attempts: delivery.attempts,
+            first_attempt_at_ms,
+            given_up_urls: &delivery.given_up_urls,
+        };
+        let urls: Vec<String> = self.target.urls.iter().map(|u| u.url.clone()).collect();
+        let now = now_ms();
+        let update = decide(&policy, &history, &urls, &verdicts, now, &mut rand::rng());
+        let labels = [
+            self.target.source.as_str(),
+            self.target.destination.as_str(),
+        ];
+        for result in &results {
             let class = match result.record.status {
                 Some(s) => format!("{}xx", s / 100),
                 None => "error".into(),
             };
-            let labels = [
-                self.target.source.as_str(),
-                self.target.destination.as_str(),
-            ];
             self.metrics
                 .attempts
                 .with_label_values(&[labels[0], labels[1], class.as_str()])
@@ -419,8 +414,10 @@ impl DeliveryActor {
         }
         AttemptOutcome {
             delivery_id: delivery.delivery_id,
+            claimer: self.claimer.clone(),
+            now_ms: now,
             first_attempt_at_ms,
-            attempts: results.into_iter().map(|(_, r)| r.record).collect(),
+            attempts: results.into_iter().map(|r| r.record).collect(),
             update,
         }
     }
@@ -475,9 +472,6 @@ impl DeliveryActor {
             match result {
                 Ok(()) => {
                     actor.in_flight.remove(&id);
-                    if actor.fetching {
-                        actor.finished_during_fetch.insert(id);
-                    }
                     actor.tell_drained();
                     if let Some(outcome) = finished {
                         actor
@@ -569,6 +563,11 @@ pub struct Reconfigure {
     pub tls: Arc<rustls::ClientConfig>,
 }
 
+/// This instance's lease on the destination changed epoch (it was lost and taken back).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SetLease(pub Lease);
+
 /// The destination was removed or disabled: stop for good (its supervisor lets it go
 /// once the router has dropped its address). Its pending deliveries stay in the store.
 #[derive(Debug, Message)]
@@ -616,6 +615,15 @@ impl Handler<Reconfigure> for DeliveryActor {
     }
 }
 
+impl Handler<SetLease> for DeliveryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetLease, ctx: &mut Context<Self>) {
+        self.lease = msg.0;
+        self.pump(ctx);
+    }
+}
+
 impl Handler<Retire> for DeliveryActor {
     type Result = ();
 
@@ -634,7 +642,19 @@ impl Actor for DeliveryActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         log::debug!("delivery {}: started", self.name());
         if std::mem::take(&mut self.restarted) {
-            ctx.run_later(RESTART_PAUSE, |actor, ctx| actor.pump(ctx));
+            // The attempts of the life before died with it: its claims end, and this
+            // life claims under a new name.
+            let release = self.store.release_claims(&self.claimer);
+            self.claimer = claimer_name(&self.lease);
+            ctx.spawn(release.into_actor(self).map(|released, actor, ctx| {
+                if let Err(e) = released {
+                    log::warn!(
+                        "delivery {}: earlier claims not released ({e}); they run out",
+                        actor.name()
+                    );
+                }
+                ctx.run_later(RESTART_PAUSE, |actor, ctx| actor.pump(ctx));
+            }));
         } else {
             self.pump(ctx);
         }
@@ -656,7 +676,6 @@ impl Supervised for DeliveryActor {
         self.in_flight.clear();
         self.restarted = true;
         self.fetching = false;
-        self.finished_during_fetch.clear();
         self.fetch_again = false;
         self.wake = None;
         self.client = None;
@@ -685,9 +704,6 @@ impl Handler<Cancel> for DeliveryActor {
             if let Some(attempt) = self.in_flight.remove(&id) {
                 ctx.cancel_future(attempt);
                 log::debug!("delivery {}: delivery {id} cancelled", self.name());
-            }
-            if self.fetching {
-                self.finished_during_fetch.insert(id);
             }
         }
         self.pump(ctx);
@@ -791,11 +807,19 @@ where
     String::from_utf8_lossy(&kept).into_owned()
 }
 
-/// The bits of `count` URLs.
-fn url_mask(count: usize) -> u32 {
-    ((1u64 << count.min(32)) - 1) as u32
+/// How long a claim holds: longer than any attempt can take (every URL's request and
+/// its response body, each bounded by the timeout, then the record), so that a claim
+/// never runs out under a live attempt.
+pub fn claim_duration(settings: &DeliveryConfig) -> Duration {
+    Duration::from_millis(settings.timeout_ms) * 3 + Duration::from_secs(5)
 }
 
-fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
+fn claimer_name(lease: &Lease) -> String {
+    format!(
+        "{}/{}/{}#{}",
+        lease.instance,
+        lease.source,
+        lease.destination,
+        INCARNATIONS.fetch_add(1, Ordering::Relaxed)
+    )
 }

@@ -4,4 +4,5 @@
 
 pub mod deletion;
 pub mod delivery;
+pub mod leases;
 pub mod router;

@@ -1,6 +1,12 @@
 //! The router: the web layer tells it which events were just committed, and it wakes the
-//! delivery actor of each enabled destination of their source, spawning the actor (under
-//! a supervisor, on one of the delivery arbiters) the first time it is needed.
+//! delivery actor of each destination of their source that this instance owns, spawning
+//! the actor (under a supervisor, on one of the delivery arbiters) the first time it is
+//! needed.
+//!
+//! Which destinations this instance owns comes from the lease keeper
+//! ([`super::leases`]): an actor runs only under a live lease, with that lease's epoch,
+//! so that one destination is driven by one actor in the whole cluster. What other
+//! instances publish through the store (new work, purges, pauses) arrives here too.
 //!
 //! The router only signals; it never waits on a destination, so a slow one cannot hold
 //! up the others. A signal that cannot be queued is not lost work: the deliveries are in
@@ -16,17 +22,15 @@ use actix::prelude::*;
 use futures_util::future::join_all;
 
 use super::delivery::{
-    ActorIdle, Cancel, DeliveryActor, Drain, Fail, Reconfigure, Retire, SetPaused, Target,
-    WorkAvailable,
+    ActorIdle, Cancel, DeliveryActor, Drain, Fail, Reconfigure, Retire, SetLease, SetPaused,
+    Target, WorkAvailable,
 };
 use crate::config::SharedConfig;
 use crate::metrics::Metrics;
-use crate::store::{PurgedDelivery, RegulationPlan, Store};
+use crate::store::{ClusterSignal, DestinationKey, Lease, PurgedDelivery, RegulationPlan, Store};
 
 /// Messages the router can hold before senders are told it is full.
 const MAILBOX_CAPACITY: usize = 4096;
-
-type DestinationKey = (String, String);
 
 /// Events of `source` were committed to the store with these ids.
 #[derive(Debug, Message)]
@@ -48,7 +52,7 @@ pub struct FailDestination {
 /// A regulation was applied: cancel its purged deliveries, send its notifications.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct RegulationApplied {
+pub struct PurgeApplied {
     pub plan: RegulationPlan,
     pub purged: Vec<PurgedDelivery>,
 }
@@ -62,7 +66,8 @@ pub struct PauseDestination {
     pub paused: bool,
 }
 
-/// Replayed dead letters are pending again for these destinations.
+/// These destinations have work pending (replayed dead letters, a reload, another
+/// instance's ingest).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct WakeDestinations(pub Vec<DestinationKey>);
@@ -82,6 +87,27 @@ pub struct DrainAll {
     pub limit: Duration,
 }
 
+/// The leases this instance holds now, from the lease keeper's latest heartbeat.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Owned {
+    pub leases: Vec<Lease>,
+}
+
+/// Hand these destinations over: drain their actors, then answer, so that the lease
+/// keeper releases the leases for other instances to take.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct HandOver {
+    pub leases: Vec<Lease>,
+    pub limit: Duration,
+}
+
+/// Something another instance (or this one) published through the store.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Signalled(pub ClusterSignal);
+
 /// Routes stored events to delivery actors.
 pub struct Router {
     config: SharedConfig,
@@ -92,6 +118,8 @@ pub struct Router {
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
     actors: HashMap<DestinationKey, Addr<DeliveryActor>>,
+    /// The destinations this instance may drive, with their leases.
+    owned: HashMap<DestinationKey, Lease>,
     /// When each destination's actor was last signalled, to retire only those idle since.
     last_woken: HashMap<DestinationKey, Instant>,
     /// The router's own address, for the delivery actors to report idleness.
@@ -117,6 +145,7 @@ impl Router {
             arbiters,
             next_arbiter: 0,
             actors: HashMap::new(),
+            owned: HashMap::new(),
             last_woken: HashMap::new(),
             own: None,
             paused: paused.into_iter().collect(),
@@ -128,19 +157,20 @@ impl Router {
         let config = self.config.current();
         let source_config = config.sources.iter().find(|s| s.name == source)?;
         let destination_config = source_config
-            .destinations
-            .iter()
-            .find(|d| d.name == destination && d.enabled)?;
+            .enabled_destinations()
+            .find(|d| d.name == destination)?;
         Some(Arc::new(Target::new(source, destination_config)))
     }
 
     /// The delivery actor of `source`/`destination`, spawned if it is not running yet.
-    /// `None` when the destination is not configured or is disabled.
+    /// `None` when this instance does not own the destination, or it is not configured
+    /// or disabled.
     fn actor(&mut self, source: &str, destination: &str) -> Option<Addr<DeliveryActor>> {
         let key = (source.to_string(), destination.to_string());
         if let Some(addr) = self.actors.get(&key) {
             return Some(addr.clone());
         }
+        let lease = self.owned.get(&key)?.clone();
         let target = self.target(source, destination)?;
         let settings = self.config.current().delivery.clone();
         let store = Arc::clone(&self.store);
@@ -151,7 +181,7 @@ impl Router {
         let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
         self.next_arbiter += 1;
         let addr = Supervisor::start_in_arbiter(arbiter, move |_| {
-            DeliveryActor::new(target, settings, store, tls, metrics, on_idle).paused(paused)
+            DeliveryActor::new(target, lease, settings, store, tls, metrics, on_idle).paused(paused)
         });
         log::debug!("router: delivery actor for {source}/{destination} started");
         self.actors.insert(key, addr.clone());
@@ -170,6 +200,45 @@ impl Router {
             let _ = addr.try_send(WorkAvailable);
         }
     }
+
+    /// Stops the actor of `key` at once (its lease is gone): attempts in flight are cut;
+    /// their claims run out and whoever owns the destination sends them again.
+    fn stop_actor(&mut self, key: &DestinationKey) {
+        if let Some(addr) = self.actors.remove(key) {
+            // With its address dropped too, the supervisor lets the actor go.
+            addr.do_send(Retire);
+            self.metrics.delivery_actors.set(self.actors.len() as i64);
+        }
+    }
+
+    fn cancel(&mut self, purged: Vec<PurgedDelivery>) {
+        let mut by_destination: HashMap<DestinationKey, Vec<i64>> = HashMap::new();
+        for p in purged {
+            by_destination
+                .entry((p.source, p.destination))
+                .or_default()
+                .push(p.delivery_id);
+        }
+        for (key, delivery_ids) in by_destination {
+            if let Some(addr) = self.actors.get(&key) {
+                // Not try_send: a purged delivery must not be attempted again.
+                addr.do_send(Cancel { delivery_ids });
+            }
+        }
+    }
+
+    fn set_paused(&mut self, key: DestinationKey, paused: bool) {
+        if paused {
+            self.paused.insert(key.clone());
+        } else {
+            self.paused.remove(&key);
+        }
+        if let Some(addr) = self.actors.get(&key) {
+            addr.do_send(SetPaused(paused));
+        } else if !paused {
+            self.wake(&key.0, &key.1);
+        }
+    }
 }
 
 impl Actor for Router {
@@ -178,23 +247,18 @@ impl Actor for Router {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         self.own = Some(ctx.address());
-        // Resume: every destination with deliveries left pending by an earlier run.
-        let pending = self.store.pending_destinations();
-        ctx.spawn(pending.into_actor(self).map(|pending, router, _| match pending {
-            Ok(pairs) => {
-                for (source, destination) in pairs {
-                    if router.actor(&source, &destination).is_some() {
-                        log::info!("router: resuming pending deliveries of {source}/{destination}");
-                        router.wake(&source, &destination);
-                    } else {
-                        log::warn!(
-                            "router: {source}/{destination} has pending deliveries but is not an enabled destination; they wait"
-                        );
+        // What other instances publish through the store (nothing with one instance).
+        if let Some(mut signals) = self.store.take_signals() {
+            let router = ctx.address();
+            actix::spawn(async move {
+                while let Some(signal) = signals.recv().await {
+                    if router.try_send(Signalled(signal)).is_err() {
+                        // Work is in the store; a full mailbox only delays it to a poll.
+                        log::debug!("router: busy; a signal waits for the next poll");
                     }
                 }
-            }
-            Err(e) => log::error!("router: cannot list pending deliveries: {e}"),
-        }));
+            });
+        }
     }
 }
 
@@ -205,6 +269,109 @@ impl Supervised for Router {
             .actor_restarts
             .with_label_values(&["router"])
             .inc();
+    }
+}
+
+impl Handler<Owned> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Owned, ctx: &mut Context<Self>) {
+        let now_owned: HashMap<DestinationKey, Lease> = msg
+            .leases
+            .into_iter()
+            .map(|l| ((l.source.clone(), l.destination.clone()), l))
+            .collect();
+        let lost: Vec<DestinationKey> = self
+            .owned
+            .keys()
+            .filter(|k| !now_owned.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in lost {
+            log::info!("router: {}/{} is no longer driven here", key.0, key.1);
+            self.owned.remove(&key);
+            self.stop_actor(&key);
+        }
+        let mut gained = Vec::new();
+        for (key, lease) in now_owned {
+            match self.owned.get(&key) {
+                Some(held) if held.epoch == lease.epoch => continue,
+                Some(_) => {
+                    if let Some(addr) = self.actors.get(&key) {
+                        addr.do_send(SetLease(lease.clone()));
+                    }
+                }
+                None => gained.push(key.clone()),
+            }
+            self.owned.insert(key, lease);
+        }
+        if !gained.is_empty() {
+            log::info!(
+                "router: driving {} more destination(s) ({} in all)",
+                gained.len(),
+                self.owned.len()
+            );
+        }
+        // Gained destinations with work waiting get their actor; the others wait for work.
+        if !gained.is_empty() {
+            let pending = self.store.pending_destinations();
+            let router = ctx.address();
+            actix::spawn(async move {
+                let waiting = match pending.await {
+                    Ok(pairs) => {
+                        let gained: HashSet<DestinationKey> = gained.into_iter().collect();
+                        pairs.into_iter().filter(|k| gained.contains(k)).collect()
+                    }
+                    Err(e) => {
+                        // Every one of them, then: idle actors stop by themselves.
+                        log::warn!("router: cannot list pending deliveries: {e}");
+                        gained
+                    }
+                };
+                router.do_send(WakeDestinations(waiting));
+            });
+        }
+    }
+}
+
+impl Handler<HandOver> for Router {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: HandOver, _ctx: &mut Context<Self>) -> Self::Result {
+        let mut drains = Vec::new();
+        for lease in msg.leases {
+            let key = (lease.source, lease.destination);
+            self.owned.remove(&key);
+            if let Some(addr) = self.actors.remove(&key) {
+                drains.push(async move {
+                    let _ = addr.send(Drain).await;
+                    addr.do_send(Retire);
+                });
+            }
+        }
+        self.metrics.delivery_actors.set(self.actors.len() as i64);
+        Box::pin(async move {
+            let _ = actix_rt::time::timeout(msg.limit, join_all(drains)).await;
+        })
+    }
+}
+
+impl Handler<Signalled> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Signalled, _ctx: &mut Context<Self>) {
+        match msg.0 {
+            ClusterSignal::Work(keys) => {
+                for (source, destination) in keys {
+                    self.wake(&source, &destination);
+                }
+            }
+            ClusterSignal::Cancel(purged) => self.cancel(purged),
+            ClusterSignal::Paused {
+                destination,
+                paused,
+            } => self.set_paused(destination, paused),
+        }
     }
 }
 
@@ -222,26 +389,14 @@ impl Handler<EventsStored> for Router {
     }
 }
 
-impl Handler<RegulationApplied> for Router {
+impl Handler<PurgeApplied> for Router {
     type Result = ();
 
-    fn handle(&mut self, msg: RegulationApplied, _ctx: &mut Context<Self>) {
-        let mut purged: HashMap<DestinationKey, Vec<i64>> = HashMap::new();
-        for p in msg.purged {
-            purged
-                .entry((p.source, p.destination))
-                .or_default()
-                .push(p.delivery_id);
-        }
-        for (key, delivery_ids) in purged {
-            if let Some(addr) = self.actors.get(&key) {
-                // Not try_send: a purged delivery must not be attempted again.
-                addr.do_send(Cancel { delivery_ids });
-            }
-        }
-        for (source, destinations) in &msg.plan.sources {
-            for destination in destinations {
-                self.wake(source, destination);
+    fn handle(&mut self, msg: PurgeApplied, _ctx: &mut Context<Self>) {
+        self.cancel(msg.purged);
+        for notification in &msg.plan.notifications {
+            for destination in &notification.destinations {
+                self.wake(&notification.source, destination);
             }
         }
     }
@@ -251,17 +406,7 @@ impl Handler<PauseDestination> for Router {
     type Result = ();
 
     fn handle(&mut self, msg: PauseDestination, _ctx: &mut Context<Self>) {
-        let key = (msg.source, msg.destination);
-        if msg.paused {
-            self.paused.insert(key.clone());
-        } else {
-            self.paused.remove(&key);
-        }
-        if let Some(addr) = self.actors.get(&key) {
-            addr.do_send(SetPaused(msg.paused));
-        } else if !msg.paused {
-            self.wake(&key.0, &key.1);
-        }
+        self.set_paused((msg.source, msg.destination), msg.paused);
     }
 }
 
@@ -292,13 +437,7 @@ impl Handler<ConfigReloaded> for Router {
                         tls: Arc::clone(&self.tls),
                     });
                 }
-                None => {
-                    // Dropping the address as well lets the supervisor end the actor.
-                    if let Some(addr) = self.actors.remove(&key) {
-                        addr.do_send(Retire);
-                        self.metrics.delivery_actors.set(self.actors.len() as i64);
-                    }
-                }
+                None => self.stop_actor(&key),
             }
         }
         // New or re-enabled destinations may have deliveries waiting already.
@@ -336,11 +475,9 @@ impl Handler<ActorIdle> for Router {
         {
             return;
         }
-        if let Some(addr) = self.actors.remove(&key) {
-            // With its address dropped too, the supervisor lets the actor go.
-            addr.do_send(Retire);
+        if self.actors.contains_key(&key) {
+            self.stop_actor(&key);
             self.last_woken.remove(&key);
-            self.metrics.delivery_actors.set(self.actors.len() as i64);
             log::debug!(
                 "router: idle delivery actor for {}/{} stopped",
                 key.0,

@@ -11,8 +11,9 @@ use super::body::read_json_body;
 use super::{ApiError, ApiState};
 use crate::actors::deletion::RegulationAdded;
 use crate::actors::router::{PauseDestination, WakeDestinations};
+use crate::clock::now_ms;
 use crate::segment::time::format_iso8601;
-use crate::store::{DeadLetterQuery, Regulation, RegulationType, ReplaySelection};
+use crate::store::{ClusterSignal, DeadLetterQuery, Regulation, RegulationType, ReplaySelection};
 
 /// How long a regulation request waits for the regulation to be applied.
 const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -160,7 +161,7 @@ fn parse_regulation(body: &Value, state: &ApiState) -> Result<Regulation, ApiErr
         regulation_type,
         subject_ids,
         sources,
-        created_at_ms: chrono::Utc::now().timestamp_millis(),
+        created_at_ms: now_ms(),
         applied_at_ms: None,
     })
 }
@@ -310,7 +311,7 @@ async fn destinations(
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = now_ms();
     let stats = state
         .store
         .destination_stats(now)
@@ -387,7 +388,7 @@ async fn pause_or_resume(
     }
     state
         .store
-        .set_paused(&source, &destination, paused)
+        .set_paused(&source, &destination, paused, now_ms())
         .await
         .map_err(|e| ApiError::Unavailable(format!("the store is unavailable: {e}")))?;
     state.router.do_send(PauseDestination {
@@ -395,6 +396,14 @@ async fn pause_or_resume(
         destination: destination.clone(),
         paused,
     });
+    // The instance that drives it may be another.
+    let signal = ClusterSignal::Paused {
+        destination: (source.clone(), destination.clone()),
+        paused,
+    };
+    if let Err(e) = state.store.publish(signal).await {
+        log::warn!("pause of {source}/{destination} not told to other instances: {e}");
+    }
     Ok(
         HttpResponse::Ok().json(json!({"source": source, "destination": destination,
         "state": if paused { "paused" } else { "active" }})),
@@ -510,13 +519,21 @@ async fn replay(
     };
     let replayed = state
         .store
-        .replay_dead_letters(selection)
+        .replay_dead_letters(selection, now_ms())
         .await
         .map_err(|e| ApiError::Unavailable(format!("the store is unavailable: {e}")))?;
     let total: u64 = replayed.iter().map(|(_, _, n)| n).sum();
     log::info!("dead letters replayed: {total}");
-    state.router.do_send(WakeDestinations(
-        replayed.into_iter().map(|(s, d, _)| (s, d)).collect(),
-    ));
+    let woken: Vec<_> = replayed.into_iter().map(|(s, d, _)| (s, d)).collect();
+    if !woken.is_empty() {
+        if let Err(e) = state
+            .store
+            .publish(ClusterSignal::Work(woken.clone()))
+            .await
+        {
+            log::warn!("replay not told to other instances (they find it on their next poll): {e}");
+        }
+    }
+    state.router.do_send(WakeDestinations(woken));
     Ok(HttpResponse::Ok().json(json!({"replayed": total})))
 }

@@ -13,7 +13,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// Prometheus text format. The per-destination gauges are read from the store now.
 async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = crate::clock::now_ms();
     match state.store.destination_stats(now).await {
         Ok(stats) => state.metrics.set_destination_gauges(&stats, now),
         Err(e) => log::warn!("metrics: destination gauges not refreshed: {e}"),

@@ -244,7 +244,11 @@ async fn store_events(
             source: source.name.clone(),
             destinations: destinations_for(state, source, &e),
             message_id: e.message_id,
-            message_id_generated: e.message_id_generated,
+            // A messageId made here cannot repeat: no dedupe lookup.
+            dedupe_since_ms: (!e.message_id_generated).then(|| {
+                let window_ms = state.config.current().server.dedupe_window_s as i64 * 1000;
+                received_at_ms.saturating_sub(window_ms)
+            }),
             user_id: e.user_id,
             event_type: e.event_type.as_str(),
             received_at_ms,

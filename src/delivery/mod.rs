@@ -4,5 +4,6 @@
 
 pub mod backoff;
 pub mod client;
+pub mod decision;
 pub mod outcome;
 pub mod signature;

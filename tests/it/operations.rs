@@ -345,7 +345,9 @@ fn sigterm_during_a_burst_loses_nothing_and_finishes_attempts_in_flight() {
     for client in clients {
         client.join().unwrap();
     }
-    assert!(service.log_text().contains("store flushed; stopped"));
+    assert!(service
+        .log_text()
+        .contains("store flushed, leases released; stopped"));
     // Every request the receiver got was recorded as an attempt before the exit.
     let store = service.store();
     let delivered = receiver

@@ -1,20 +1,157 @@
-//! Recording delivery attempts and their outcome.
+//! Claiming due deliveries under a lease, and recording attempts under the claim.
 
 use rusqlite::{params, Connection};
 
-use super::now_ms;
-use crate::store::{AttemptOutcome, DeliveryUpdate, StoreError};
+use crate::store::{AttemptOutcome, Claim, DeliveryUpdate, DueDelivery, DuePage, StoreError};
+
+/// Whether `instance` holds the lease `epoch` on the destination, and its heartbeat is
+/// fresh at `now`.
+pub(super) fn lease_holds(
+    conn: &Connection,
+    source: &str,
+    destination: &str,
+    instance: &str,
+    epoch: i64,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let holds = conn
+        .prepare_cached(
+            "SELECT 1 FROM destination_leases l JOIN instances i ON i.id = l.owner
+             WHERE l.source = ?1 AND l.destination = ?2 AND l.owner = ?3 AND l.epoch = ?4
+               AND i.lease_until > ?5",
+        )?
+        .exists(params![source, destination, instance, epoch, now])?;
+    Ok(holds)
+}
+
+pub(super) fn claim_due(conn: &Connection, claim: &Claim) -> Result<DuePage, StoreError> {
+    let lease = &claim.lease;
+    if !lease_holds(
+        conn,
+        &claim.source,
+        &claim.destination,
+        &lease.instance,
+        lease.epoch,
+        claim.now_ms,
+    )? {
+        return Ok(DuePage::default());
+    }
+    let mut due_stmt = conn.prepare_cached(
+        "SELECT d.id, d.event_id, e.message_id, e.body, d.attempts, d.first_attempt_at,
+                d.given_up_urls
+         FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE d.source = ?1 AND d.destination = ?2 AND d.state = 'pending'
+           AND d.next_attempt_at <= ?3 AND (d.claim_until IS NULL OR d.claim_until <= ?3)
+         ORDER BY d.next_attempt_at, d.id LIMIT ?4",
+    )?;
+    let due = due_stmt
+        .query_map(
+            params![
+                claim.source,
+                claim.destination,
+                claim.now_ms,
+                claim.limit as i64
+            ],
+            |row| {
+                Ok(DueDelivery {
+                    delivery_id: row.get(0)?,
+                    event_id: row.get(1)?,
+                    message_id: row.get(2)?,
+                    body: row.get(3)?,
+                    attempts: row.get(4)?,
+                    first_attempt_at_ms: row.get(5)?,
+                    given_up_urls: parse_urls(row.get(6)?),
+                })
+            },
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut mark = conn
+        .prepare_cached("UPDATE deliveries SET claimed_by = ?2, claim_until = ?3 WHERE id = ?1")?;
+    for delivery in &due {
+        mark.execute(params![
+            delivery.delivery_id,
+            claim.claimer,
+            claim.claim_until_ms
+        ])?;
+    }
+    let next_due_at_ms: Option<i64> = conn
+        .prepare_cached(
+            "SELECT min(next_attempt_at) FROM deliveries
+             WHERE source = ?1 AND destination = ?2 AND state = 'pending'
+               AND next_attempt_at > ?3",
+        )?
+        .query_row(
+            params![claim.source, claim.destination, claim.now_ms],
+            |row| row.get(0),
+        )?;
+    Ok(DuePage {
+        due,
+        next_due_at_ms,
+    })
+}
+
+pub(super) fn release_claims(conn: &Connection, claimer: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE deliveries SET claimed_by = NULL, claim_until = NULL
+         WHERE claimed_by = ?1 AND state = 'pending'",
+    )?
+    .execute(params![claimer])?;
+    Ok(())
+}
 
 pub(super) fn record_attempt(
     conn: &Connection,
     outcome: &AttemptOutcome,
 ) -> Result<(), StoreError> {
-    // A delivery purged by a regulation while its attempt was on the wire is gone: its
-    // attempt is not kept either.
-    let exists = conn
-        .prepare_cached("SELECT 1 FROM deliveries WHERE id = ?1")?
-        .exists(params![outcome.delivery_id])?;
-    if !exists {
+    let last_error = outcome.attempts.iter().rev().find_map(|a| a.error.clone());
+    // The claim fences the write: a delivery purged, finished or claimed by another since
+    // is left as it is.
+    let fence = "WHERE id = ?1 AND state = 'pending' AND claimed_by = ?2";
+    let changed = match &outcome.update {
+        DeliveryUpdate::Delivered => conn
+            .prepare_cached(&format!(
+                "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1,
+                    first_attempt_at = ?3, finished_at = ?4, last_error = NULL,
+                    claimed_by = NULL, claim_until = NULL {fence}"
+            ))?
+            .execute(params![
+                outcome.delivery_id,
+                outcome.claimer,
+                outcome.first_attempt_at_ms,
+                outcome.now_ms
+            ])?,
+        DeliveryUpdate::RetryAt {
+            at_ms,
+            given_up_urls,
+        } => conn
+            .prepare_cached(&format!(
+                "UPDATE deliveries SET attempts = attempts + 1, first_attempt_at = ?3,
+                    next_attempt_at = ?4, given_up_urls = ?5, last_error = ?6,
+                    claimed_by = NULL, claim_until = NULL {fence}"
+            ))?
+            .execute(params![
+                outcome.delivery_id,
+                outcome.claimer,
+                outcome.first_attempt_at_ms,
+                at_ms,
+                format_urls(given_up_urls),
+                last_error
+            ])?,
+        DeliveryUpdate::Dead { reason } => conn
+            .prepare_cached(&format!(
+                "UPDATE deliveries SET state = 'dead', attempts = attempts + 1,
+                    first_attempt_at = ?3, last_error = ?4, finished_at = ?5,
+                    claimed_by = NULL, claim_until = NULL {fence}"
+            ))?
+            .execute(params![
+                outcome.delivery_id,
+                outcome.claimer,
+                outcome.first_attempt_at_ms,
+                reason,
+                outcome.now_ms
+            ])?,
+    };
+    if changed == 0 {
         return Ok(());
     }
     let mut insert = conn.prepare_cached(
@@ -32,53 +169,21 @@ pub(super) fn record_attempt(
             a.response_body
         ])?;
     }
-    let last_error = outcome.attempts.iter().rev().find_map(|a| a.error.clone());
-    let now = now_ms();
     if let Some(error) = &last_error {
         conn.prepare_cached(
             "INSERT OR REPLACE INTO destination_errors (source, destination, error, at)
              SELECT source, destination, ?2, ?3 FROM deliveries WHERE id = ?1",
         )?
-        .execute(params![outcome.delivery_id, error, now])?;
+        .execute(params![outcome.delivery_id, error, outcome.now_ms])?;
     }
-    // `state = 'pending'` keeps a purged or already finished delivery as it is.
-    match &outcome.update {
-        DeliveryUpdate::Delivered => conn
-            .prepare_cached(
-                "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1,
-                    first_attempt_at = ?2, finished_at = ?3
-                 WHERE id = ?1 AND state = 'pending'",
-            )?
-            .execute(params![
-                outcome.delivery_id,
-                outcome.first_attempt_at_ms,
-                now
-            ])?,
-        DeliveryUpdate::RetryAt { at_ms, retry_urls } => conn
-            .prepare_cached(
-                "UPDATE deliveries SET attempts = attempts + 1, first_attempt_at = ?2,
-                    next_attempt_at = ?3, retry_urls = ?4, last_error = ?5
-                 WHERE id = ?1 AND state = 'pending'",
-            )?
-            .execute(params![
-                outcome.delivery_id,
-                outcome.first_attempt_at_ms,
-                at_ms,
-                i64::from(*retry_urls),
-                last_error
-            ])?,
-        DeliveryUpdate::Dead { reason } => conn
-            .prepare_cached(
-                "UPDATE deliveries SET state = 'dead', attempts = attempts + 1,
-                    first_attempt_at = ?2, last_error = ?3, finished_at = ?4
-                 WHERE id = ?1 AND state = 'pending'",
-            )?
-            .execute(params![
-                outcome.delivery_id,
-                outcome.first_attempt_at_ms,
-                reason,
-                now
-            ])?,
-    };
     Ok(())
+}
+
+pub(super) fn parse_urls(text: Option<String>) -> Vec<String> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+pub(super) fn format_urls(urls: &[String]) -> Option<String> {
+    (!urls.is_empty()).then(|| serde_json::to_string(urls).unwrap_or_default())
 }

@@ -1,16 +1,13 @@
-//! Writing accepted events with their pending deliveries, and the dedupe window.
+//! Writing accepted events with their pending deliveries; dedupe and suppression.
 
 use rusqlite::{params, Connection};
 
-use super::now_ms;
 use crate::store::{Appended, NewEvent, StoreError};
 
 pub(super) fn append_events(
     conn: &Connection,
     events: &[NewEvent],
-    window_ms: i64,
 ) -> Result<Vec<Appended>, StoreError> {
-    let window_start = now_ms().saturating_sub(window_ms);
     let mut last_seen = conn.prepare_cached(
         "SELECT max(received_at) FROM events WHERE source = ?1 AND message_id = ?2",
     )?;
@@ -33,10 +30,10 @@ pub(super) fn append_events(
                 continue;
             }
         }
-        if !event.message_id_generated {
+        if let Some(since) = event.dedupe_since_ms {
             let received_at: Option<i64> =
                 last_seen.query_row(params![event.source, event.message_id], |row| row.get(0))?;
-            if received_at.is_some_and(|t| t > window_start) {
+            if received_at.is_some_and(|t| t > since) {
                 outcomes.push(Appended::Duplicate);
                 continue;
             }

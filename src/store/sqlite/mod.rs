@@ -10,14 +10,19 @@
 //!
 //! Checkpoints (copying the WAL into the database file) run mostly on a thread of their
 //! own, so that their random writes do not sit inside the commits requests wait on.
+//!
+//! One process at a time: opening takes an exclusive lock on `<path>.lock`, held until
+//! the process ends, so that a second webhookd on the same file refuses to start rather
+//! than deliver everything twice.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
+mod cluster;
 mod delivery;
 mod ingest;
 mod operations;
@@ -25,12 +30,12 @@ mod regulation;
 mod schema;
 
 use super::{
-    Appended, AttemptOutcome, AttemptRecord, DeadLetter, DeadLetterQuery, DeliveryStatus,
-    DestinationStats, DueDelivery, DuePage, HealthCell, NewEvent, PurgedDelivery, Regulation,
+    Appended, AttemptOutcome, AttemptRecord, Claim, ClusterSignal, DeadLetter, DeadLetterQuery,
+    DeliveryStatus, DestinationKey, DestinationStats, DuePage, HealthCell, Heartbeat,
+    HeartbeatAnswer, InstanceRecord, Lease, NewEvent, Regulation, RegulationApplied,
     RegulationPlan, RegulationProgress, ReplaySelection, Store, StoreError, StoreFuture,
     StoreHealth, StoredEvent, Suppression,
 };
-use schema::SCHEMA;
 
 /// Upper bound on the jobs that share one transaction, so that one commit stays short.
 const MAX_JOBS_PER_COMMIT: usize = 512;
@@ -58,18 +63,19 @@ pub struct SqliteStore {
     /// Reads queue here for the reader threads (each with its own connection): a fixed
     /// number of threads however many callers read at once.
     reads: mpsc::Sender<ReadJob>,
-    dedupe_window_ms: i64,
     /// What the latest writes found.
     health: Arc<HealthCell>,
+    /// Held for the store's life: one process per database file.
+    _lock: Option<std::fs::File>,
     /// Dropped with the store, which ends the checkpoint thread.
     _checkpoint_stop: std::sync::mpsc::Sender<()>,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path` and starts the writer thread.
-    /// A `(source, messageId)` is a duplicate for `dedupe_window` after it was stored.
-    pub fn open(path: &Path, dedupe_window: Duration) -> Result<SqliteStore, StoreError> {
-        SqliteStore::open_observed(path, dedupe_window, None, Box::new(|_, _| {}))
+    /// Opens (creating if needed) the database at `path`, migrates its schema, locks it
+    /// for this process, and starts the writer thread.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_observed(path, None, Box::new(|_, _| {}))
     }
 
     /// As [`SqliteStore::open`], with the database file capped at `max_size_bytes` (writes
@@ -77,15 +83,36 @@ impl SqliteStore {
     /// and job count.
     pub fn open_observed(
         path: &Path,
-        dedupe_window: Duration,
         max_size_bytes: Option<u64>,
         on_commit: CommitObserver,
     ) -> Result<SqliteStore, StoreError> {
-        if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(folder).map_err(|e| open_error(path, e))?;
-        }
+        let lock = lock(path)?;
+        SqliteStore::start(path, max_size_bytes, on_commit, Some(lock))
+    }
+
+    /// Opens a database that a running webhookd holds, to look at it (tests, tools):
+    /// takes no lock. Never run deliveries on it.
+    pub fn open_beside(path: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::start(path, None, Box::new(|_, _| {}), None)
+    }
+
+    fn start(
+        path: &Path,
+        max_size_bytes: Option<u64>,
+        on_commit: CommitObserver,
+        lock: Option<std::fs::File>,
+    ) -> Result<SqliteStore, StoreError> {
         let writer = connect(path)?;
-        writer.execute_batch(SCHEMA)?;
+        schema::migrate(&writer)?;
+        if lock.is_some() {
+            // The lock says no other process runs on this file: whatever an earlier
+            // process held (leases, claims) died with it and is free at once.
+            writer.execute_batch(
+                "DELETE FROM destination_leases; DELETE FROM instances;
+                 UPDATE deliveries SET claimed_by = NULL, claim_until = NULL
+                     WHERE claimed_by IS NOT NULL AND state = 'pending';",
+            )?;
+        }
         set_max_pages(&writer, max_size_bytes)?;
         // Checkpoints copy the WAL into the database with random writes. Done inside a
         // commit they stall every request waiting on it, so a thread of its own does the
@@ -107,7 +134,6 @@ impl SqliteStore {
         let (checkpoint_stop, stopped) = std::sync::mpsc::channel::<()>();
 
         let (jobs, queue) = mpsc::channel(JOB_QUEUE_CAPACITY);
-        let dedupe_window_ms = i64::try_from(dedupe_window.as_millis()).unwrap_or(i64::MAX);
         let thread_path = path.to_path_buf();
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -120,8 +146,8 @@ impl SqliteStore {
         Ok(SqliteStore {
             jobs,
             reads,
-            dedupe_window_ms,
             health: Arc::new(HealthCell::new()),
+            _lock: lock,
             _checkpoint_stop: checkpoint_stop,
         })
     }
@@ -170,10 +196,7 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn append(&self, events: Vec<NewEvent>) -> StoreFuture<Vec<Appended>> {
-        let window_ms = self.dedupe_window_ms;
-        self.write(true, move |conn| {
-            ingest::append_events(conn, &events, window_ms)
-        })
+        self.write(true, move |conn| ingest::append_events(conn, &events))
     }
 
     fn find_event(&self, source: &str, message_id: &str) -> StoreFuture<Option<StoredEvent>> {
@@ -201,55 +224,20 @@ impl Store for SqliteStore {
         })
     }
 
-    fn due_deliveries(
-        &self,
-        source: &str,
-        destination: &str,
-        now_ms: i64,
-        limit: usize,
-    ) -> StoreFuture<DuePage> {
-        let (source, destination) = (source.to_string(), destination.to_string());
-        self.read(move |conn| {
-            let mut due_stmt = conn.prepare_cached(
-                "SELECT d.id, d.event_id, e.message_id, e.body, d.attempts, d.first_attempt_at,
-                        d.retry_urls
-                 FROM deliveries d JOIN events e ON e.id = d.event_id
-                 WHERE d.source = ?1 AND d.destination = ?2 AND d.state = 'pending'
-                   AND d.next_attempt_at <= ?3
-                 ORDER BY d.next_attempt_at, d.id LIMIT ?4",
-            )?;
-            let due = due_stmt
-                .query_map(params![source, destination, now_ms, limit as i64], |row| {
-                    Ok(DueDelivery {
-                        delivery_id: row.get(0)?,
-                        event_id: row.get(1)?,
-                        message_id: row.get(2)?,
-                        body: row.get(3)?,
-                        attempts: row.get(4)?,
-                        first_attempt_at_ms: row.get(5)?,
-                        retry_urls: row.get::<_, i64>(6)? as u32,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            let next_due_at_ms: Option<i64> = conn
-                .prepare_cached(
-                    "SELECT min(next_attempt_at) FROM deliveries
-                     WHERE source = ?1 AND destination = ?2 AND state = 'pending'
-                       AND next_attempt_at > ?3",
-                )?
-                .query_row(params![source, destination, now_ms], |row| row.get(0))?;
-            Ok(DuePage {
-                due,
-                next_due_at_ms,
-            })
-        })
+    fn claim_due(&self, claim: Claim) -> StoreFuture<DuePage> {
+        self.write(false, move |conn| delivery::claim_due(conn, &claim))
+    }
+
+    fn release_claims(&self, claimer: &str) -> StoreFuture<()> {
+        let claimer = claimer.to_string();
+        self.write(false, move |conn| delivery::release_claims(conn, &claimer))
     }
 
     fn record_attempt(&self, outcome: AttemptOutcome) -> StoreFuture<()> {
         self.write(true, move |conn| delivery::record_attempt(conn, &outcome))
     }
 
-    fn pending_destinations(&self) -> StoreFuture<Vec<(String, String)>> {
+    fn pending_destinations(&self) -> StoreFuture<Vec<DestinationKey>> {
         self.read(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT DISTINCT source, destination FROM deliveries WHERE state = 'pending'",
@@ -313,8 +301,25 @@ impl Store for SqliteStore {
         self.read(regulation::unapplied)
     }
 
-    fn apply_regulation(&self, plan: RegulationPlan) -> StoreFuture<Vec<PurgedDelivery>> {
-        self.write(true, move |conn| regulation::apply(conn, &plan))
+    fn apply_regulation(&self, plan: RegulationPlan) -> StoreFuture<RegulationApplied> {
+        let applied = self.write(true, move |conn| regulation::apply(conn, &plan));
+        // No copy of what was removed stays in the write-ahead log (freed pages are
+        // zeroed: `secure_delete`).
+        let truncate = self.read(|conn| {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        });
+        Box::pin(async move {
+            let applied = applied.await?;
+            if applied.events_removed > 0 {
+                if let Err(e) = truncate.await {
+                    log::warn!(
+                        "store: the write-ahead log was not truncated after a deletion: {e}"
+                    );
+                }
+            }
+            Ok(applied)
+        })
     }
 
     fn regulation_progress(&self, id: &str) -> StoreFuture<Option<RegulationProgress>> {
@@ -344,28 +349,62 @@ impl Store for SqliteStore {
     fn replay_dead_letters(
         &self,
         selection: ReplaySelection,
+        now_ms: i64,
     ) -> StoreFuture<Vec<(String, String, u64)>> {
-        self.write(false, move |conn| operations::replay(conn, &selection))
-    }
-
-    fn set_paused(&self, source: &str, destination: &str, paused: bool) -> StoreFuture<()> {
-        let (source, destination) = (source.to_string(), destination.to_string());
         self.write(false, move |conn| {
-            operations::set_paused(conn, &source, &destination, paused)
+            operations::replay(conn, &selection, now_ms)
         })
     }
 
-    fn paused_destinations(&self) -> StoreFuture<Vec<(String, String)>> {
+    fn set_paused(
+        &self,
+        source: &str,
+        destination: &str,
+        paused: bool,
+        now_ms: i64,
+    ) -> StoreFuture<()> {
+        let (source, destination) = (source.to_string(), destination.to_string());
+        self.write(false, move |conn| {
+            operations::set_paused(conn, &source, &destination, paused, now_ms)
+        })
+    }
+
+    fn paused_destinations(&self) -> StoreFuture<Vec<DestinationKey>> {
         self.read(operations::paused)
     }
 
-    fn checkpoint(&self) -> StoreFuture<()> {
-        // Through the reader connection: a checkpoint cannot run inside the writer's
-        // transaction, and this one waits (busy timeout) for the writer to finish.
-        self.read(|conn| {
-            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-            Ok(())
+    fn pending_count(&self, source: &str, destination: &str) -> StoreFuture<u64> {
+        let (source, destination) = (source.to_string(), destination.to_string());
+        self.read(move |conn| {
+            let count: i64 = conn.query_row(
+                "SELECT count(*) FROM deliveries
+                 WHERE source = ?1 AND destination = ?2 AND state = 'pending'",
+                params![source, destination],
+                |row| row.get(0),
+            )?;
+            Ok(count as u64)
         })
+    }
+
+    fn heartbeat(&self, heartbeat: Heartbeat) -> StoreFuture<HeartbeatAnswer> {
+        self.write(false, move |conn| cluster::heartbeat(conn, &heartbeat))
+    }
+
+    fn release_leases(&self, leases: Vec<Lease>) -> StoreFuture<()> {
+        self.write(false, move |conn| cluster::release(conn, &leases))
+    }
+
+    fn instances(&self, now_ms: i64) -> StoreFuture<Vec<InstanceRecord>> {
+        self.read(move |conn| cluster::instances(conn, now_ms))
+    }
+
+    fn publish(&self, _signal: ClusterSignal) -> StoreFuture<()> {
+        // One instance per file: it has told itself already.
+        Box::pin(async { Ok(()) })
+    }
+
+    fn take_signals(&self) -> Option<mpsc::Receiver<ClusterSignal>> {
+        None
     }
 
     fn health(&self) -> StoreHealth {
@@ -397,17 +436,50 @@ impl Store for SqliteStore {
         })
     }
 
-    fn pending_count(&self, source: &str, destination: &str) -> StoreFuture<u64> {
-        let (source, destination) = (source.to_string(), destination.to_string());
-        self.read(move |conn| {
-            let count: i64 = conn.query_row(
-                "SELECT count(*) FROM deliveries
-                 WHERE source = ?1 AND destination = ?2 AND state = 'pending'",
-                params![source, destination],
-                |row| row.get(0),
-            )?;
-            Ok(count as u64)
+    fn shutdown(&self, instance: &str) -> StoreFuture<()> {
+        let instance = instance.to_string();
+        let left = self.write(false, move |conn| cluster::leave(conn, &instance));
+        // Through a reader connection: a checkpoint cannot run inside the writer's
+        // transaction, and this one waits (busy timeout) for the writer to finish.
+        let checkpoint = self.read(|conn| {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        });
+        Box::pin(async move {
+            left.await?;
+            checkpoint.await
         })
+    }
+}
+
+/// Takes the exclusive lock on `<path>.lock` (creating the database's folder, private to
+/// its owner, if missing); fails if another process holds it.
+fn lock(path: &Path) -> Result<std::fs::File, StoreError> {
+    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(folder)
+            .map_err(|e| open_error(path, e))?;
+    }
+    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| open_error(path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Open {
+            path: path.display().to_string(),
+            reason: format!(
+                "another webhookd is running on this database (it holds {}); one process per database file",
+                lock_path.display()
+            ),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(open_error(path, e)),
     }
 }
 
@@ -461,6 +533,8 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // What a deletion removes does not linger in free pages.
+    conn.pragma_update(None, "secure_delete", "ON")?;
     conn.pragma_update(None, "cache_size", -65536)?;
     Ok(conn)
 }
@@ -567,11 +641,4 @@ fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
             log::warn!("store: checkpoint failed: {e}");
         }
     }
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection};
 
-use super::now_ms;
 use crate::store::{DeadLetter, DeadLetterQuery, DestinationStats, ReplaySelection, StoreError};
 
 const HOUR_MS: i64 = 3_600_000;
@@ -38,7 +37,7 @@ pub(super) fn destination_stats(
         entry(&mut stats, source, destination).dead = count as u64;
     }
     let mut recent = conn.prepare_cached(
-        "SELECT d.source, d.destination, count(*), sum(a.status BETWEEN 200 AND 299)
+        "SELECT d.source, d.destination, count(*), coalesce(sum(a.status BETWEEN 200 AND 299), 0)
          FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
          WHERE a.attempted_at >= ?1 GROUP BY d.source, d.destination",
     )?;
@@ -136,11 +135,12 @@ pub(super) fn dead_letters(
 pub(super) fn replay(
     conn: &Connection,
     selection: &ReplaySelection,
+    now: i64,
 ) -> Result<Vec<(String, String, u64)>, StoreError> {
-    let now = now_ms();
-    // A fresh retry window (first_attempt_at NULL) and every URL again (retry_urls -1).
+    // A fresh retry window (first_attempt_at NULL) and every URL again.
     let revive = "UPDATE deliveries SET state = 'pending', next_attempt_at = ?1,
-                  first_attempt_at = NULL, retry_urls = -1, finished_at = NULL";
+                  first_attempt_at = NULL, given_up_urls = NULL, finished_at = NULL,
+                  claimed_by = NULL, claim_until = NULL";
     let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
     match selection {
         ReplaySelection::Ids(ids) => {
@@ -191,11 +191,12 @@ pub(super) fn set_paused(
     source: &str,
     destination: &str,
     paused: bool,
+    now: i64,
 ) -> Result<(), StoreError> {
     if paused {
         conn.execute(
             "INSERT OR IGNORE INTO paused_destinations (source, destination, paused_at) VALUES (?1, ?2, ?3)",
-            params![source, destination, now_ms()],
+            params![source, destination, now],
         )?;
     } else {
         conn.execute(

@@ -1,16 +1,11 @@
 //! Applying user deletion requests, and the suppressions they leave.
 
-use std::collections::HashSet;
-
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::json;
 
-use super::now_ms;
-use crate::segment::time::format_iso8601;
-use crate::segment::to_canonical_json;
 use crate::store::{
-    NotificationProgress, PurgedDelivery, Regulation, RegulationPlan, RegulationProgress,
-    RegulationType, StoreError, Suppression,
+    NotificationProgress, PurgedDelivery, Regulation, RegulationApplied, RegulationPlan,
+    RegulationProgress, RegulationType, StoreError, Suppression,
 };
 
 pub(super) fn add(conn: &Connection, regulation: &Regulation) -> Result<(), StoreError> {
@@ -53,16 +48,10 @@ pub(super) fn unapplied(conn: &Connection) -> Result<Vec<Regulation>, StoreError
     Ok(regulations)
 }
 
-/// The message id of the notification to `subject_index` of a regulation: it ties the
-/// notification to its regulation for progress reports, and sorts within one prefix.
-fn notification_message_id(regulation_id: &str, subject_index: usize) -> String {
-    format!("delete-{regulation_id}-{subject_index}")
-}
-
 pub(super) fn apply(
     conn: &Connection,
     plan: &RegulationPlan,
-) -> Result<Vec<PurgedDelivery>, StoreError> {
+) -> Result<RegulationApplied, StoreError> {
     let applied: Option<Option<i64>> = conn
         .query_row(
             "SELECT applied_at FROM regulations WHERE id = ?1",
@@ -71,25 +60,58 @@ pub(super) fn apply(
         )
         .optional()?;
     if !matches!(applied, Some(None)) {
-        return Ok(Vec::new()); // Unknown, or applied already.
+        return Ok(RegulationApplied::default()); // Unknown, or applied already.
     }
-    let now = now_ms();
-    let subjects: HashSet<&str> = plan.subject_ids.iter().map(String::as_str).collect();
-    let mut purged = Vec::new();
-    let mut undelivered = conn.prepare_cached(
-        "SELECT d.id, d.destination, d.state, e.id, e.user_id
-         FROM deliveries d JOIN events e ON e.id = d.event_id
-         WHERE d.source = ?1 AND d.state IN ('pending', 'dead') AND e.type != 'delete'",
-    )?;
-    let mut delete_delivery = conn.prepare_cached("DELETE FROM deliveries WHERE id = ?1")?;
-    let mut delete_event = conn.prepare_cached(
-        "DELETE FROM events WHERE id = ?1
-         AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = ?1)",
-    )?;
+    let now = plan.now_ms;
+    let covered = |source: &str| {
+        plan.sources
+            .as_ref()
+            .is_none_or(|listed| listed.iter().any(|s| s == source))
+    };
+    let mut outcome = RegulationApplied::default();
+    // Every event of each subject, delivered or not (the notifications of earlier
+    // regulations stay: they are what receivers were told).
+    let mut events_of = conn
+        .prepare_cached("SELECT id, source FROM events WHERE user_id = ?1 AND type != 'delete'")?;
+    let mut deliveries_of =
+        conn.prepare_cached("SELECT id, destination, state FROM deliveries WHERE event_id = ?1")?;
+    // Attempts and deliveries go with their event (ON DELETE CASCADE).
+    let mut delete_event = conn.prepare_cached("DELETE FROM events WHERE id = ?1")?;
     let mut suppress = conn.prepare_cached(
         "INSERT OR REPLACE INTO suppressions (source, user_id, regulation_id, created_at)
          VALUES (?1, ?2, ?3, ?4)",
     )?;
+    for user_id in &plan.subject_ids {
+        let events: Vec<(i64, String)> = events_of
+            .query_map(params![user_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for (event_id, source) in events.into_iter().filter(|(_, s)| covered(s)) {
+            let deliveries: Vec<(i64, String, String)> = deliveries_of
+                .query_map(params![event_id], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            for (delivery_id, destination, state) in deliveries {
+                if state != "delivered" {
+                    outcome.undelivered_removed += 1;
+                }
+                if state == "pending" {
+                    outcome.purged.push(PurgedDelivery {
+                        source: source.clone(),
+                        destination,
+                        delivery_id,
+                    });
+                }
+            }
+            delete_event.execute(params![event_id])?;
+            outcome.events_removed += 1;
+        }
+    }
+    for source in &plan.suppress_in {
+        for user_id in &plan.subject_ids {
+            suppress.execute(params![source, user_id, plan.regulation_id, now])?;
+        }
+    }
     let mut insert_event = conn.prepare_cached(
         "INSERT INTO events (source, message_id, user_id, type, received_at, body)
          VALUES (?1, ?2, ?3, 'delete', ?4, ?5)",
@@ -98,74 +120,28 @@ pub(super) fn apply(
         "INSERT INTO deliveries (event_id, source, destination, next_attempt_at)
          VALUES (?1, ?2, ?3, ?4)",
     )?;
-    let timestamp =
-        format_iso8601(chrono::DateTime::from_timestamp_millis(now).unwrap_or_default());
-    for (source, destinations) in &plan.sources {
-        // Undelivered deliveries are found through the backlog, not a user index: the
-        // backlog is what may hold them, and ingest stays free of another random index.
-        let rows: Vec<(i64, String, String, i64)> = undelivered
-            .query_map(params![source], |row| {
-                Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get::<_, Option<String>>(4)?,
-                ))
-            })?
-            .filter_map(|row| match row {
-                Ok((id, destination, state, event_id, Some(user)))
-                    if subjects.contains(user.as_str()) =>
-                {
-                    Some(Ok((id, destination, state, event_id)))
-                }
-                Ok(_) => None,
-                Err(e) => Some(Err(e)),
-            })
-            .collect::<Result<_, _>>()?;
-        let mut events = HashSet::new();
-        for (delivery_id, destination, state, event_id) in rows {
-            delete_delivery.execute(params![delivery_id])?;
-            events.insert(event_id);
-            if state == "pending" {
-                purged.push(PurgedDelivery {
-                    source: source.clone(),
-                    destination,
-                    delivery_id,
-                });
-            }
-        }
-        for event_id in events {
-            delete_event.execute(params![event_id])?;
-        }
-        for (index, user_id) in plan.subject_ids.iter().enumerate() {
-            if plan.suppress {
-                suppress.execute(params![source, user_id, plan.regulation_id, now])?;
-            }
-            if destinations.is_empty() {
-                continue;
-            }
-            let body = to_canonical_json(
-                &json!({"type": "delete", "userId": user_id, "timestamp": timestamp}),
-            );
-            insert_event.execute(params![
-                source,
-                notification_message_id(&plan.regulation_id, index),
-                user_id,
-                now,
-                body
-            ])?;
-            let event_id = conn.last_insert_rowid();
-            for destination in destinations {
-                insert_delivery.execute(params![event_id, source, destination, now])?;
-            }
+    let mut link = conn.prepare_cached(
+        "INSERT INTO regulation_events (regulation_id, event_id) VALUES (?1, ?2)",
+    )?;
+    for notification in &plan.notifications {
+        insert_event.execute(params![
+            notification.source,
+            notification.message_id,
+            notification.user_id,
+            now,
+            notification.body
+        ])?;
+        let event_id = conn.last_insert_rowid();
+        link.execute(params![plan.regulation_id, event_id])?;
+        for destination in &notification.destinations {
+            insert_delivery.execute(params![event_id, notification.source, destination, now])?;
         }
     }
     conn.execute(
         "UPDATE regulations SET applied_at = ?2, purged_deliveries = ?3 WHERE id = ?1",
-        params![plan.regulation_id, now, purged.len() as i64],
+        params![plan.regulation_id, now, outcome.undelivered_removed as i64],
     )?;
-    Ok(purged)
+    Ok(outcome)
 }
 
 pub(super) fn progress(
@@ -184,18 +160,15 @@ pub(super) fn progress(
     let Some((regulation, purged)) = found else {
         return Ok(None);
     };
-    // Notification message ids are `delete-<id>-<n>`: a range on the message index.
-    let low = format!("delete-{id}-");
-    let high = format!("delete-{id}.");
     let mut stmt = conn.prepare_cached(
         "SELECT d.source, d.destination, count(*),
                 sum(d.state = 'delivered'), sum(d.state = 'pending'), sum(d.state = 'dead')
-         FROM events e JOIN deliveries d ON d.event_id = e.id
-         WHERE e.message_id >= ?1 AND e.message_id < ?2 AND e.type = 'delete'
+         FROM regulation_events r JOIN deliveries d ON d.event_id = r.event_id
+         WHERE r.regulation_id = ?1
          GROUP BY d.source, d.destination ORDER BY d.source, d.destination",
     )?;
     let notifications = stmt
-        .query_map(params![low, high], |row| {
+        .query_map(params![id], |row| {
             Ok(NotificationProgress {
                 source: row.get(0)?,
                 destination: row.get(1)?,

@@ -1,6 +1,16 @@
-//! The SQLite schema: created on open when missing.
+//! The SQLite schema, as numbered migrations. `PRAGMA user_version` holds the number of
+//! the last one applied; opening applies the missing ones in one transaction, and
+//! refuses a database migrated by a newer webhookd.
 
-pub(super) const SCHEMA: &str = "
+use rusqlite::Connection;
+
+use crate::store::StoreError;
+
+/// Migration `n` (from 1) is `MIGRATIONS[n - 1]`. Never edit one that has shipped: add one.
+const MIGRATIONS: &[&str] = &[
+    // 1: events, deliveries and attempts; operators' state; regulations. (`IF NOT
+    // EXISTS`: databases made before migrations were numbered already have these.)
+    "
 CREATE TABLE IF NOT EXISTS events (
     id          INTEGER PRIMARY KEY,
     source      TEXT NOT NULL,
@@ -12,11 +22,10 @@ CREATE TABLE IF NOT EXISTS events (
 );
 -- Message lookups and dedupe: a (source, messageId) whose latest event was received within
 -- the dedupe window is not stored again. It covers received_at, so a dedupe check reads
--- the index alone. Client messageIds are random, so this is the one index with random
--- inserts (those webhookd makes are time-ordered); the others grow at their end.
+-- the index alone.
 CREATE INDEX IF NOT EXISTS events_by_message ON events (source, message_id, received_at);
 
--- One row per event and enabled destination; the delivery actors' durable work list.
+-- One row per event and destination; the delivery actors' durable work list.
 CREATE TABLE IF NOT EXISTS deliveries (
     id               INTEGER PRIMARY KEY,
     event_id         INTEGER NOT NULL REFERENCES events (id) ON DELETE CASCADE,
@@ -26,7 +35,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     attempts         INTEGER NOT NULL DEFAULT 0,
     first_attempt_at INTEGER,                          -- ms since the Unix epoch
     next_attempt_at  INTEGER NOT NULL,                 -- ms since the Unix epoch
-    retry_urls       INTEGER NOT NULL DEFAULT -1,      -- bit i set: URL i may be tried
+    retry_urls       INTEGER NOT NULL DEFAULT -1,      -- unused since migration 2
     last_error       TEXT,
     finished_at      INTEGER                           -- delivered or dead-lettered
 );
@@ -86,7 +95,80 @@ CREATE TABLE IF NOT EXISTS suppressions (
     created_at    INTEGER NOT NULL,
     PRIMARY KEY (source, user_id)
 ) WITHOUT ROWID;
+",
+    // 2: URLs given up on by value, claims and leases, the instance registry, the
+    // notifications of each regulation, and the user index deletions need.
+    "
+ALTER TABLE deliveries ADD COLUMN given_up_urls TEXT;  -- JSON array of URLs; NULL: none
+ALTER TABLE deliveries ADD COLUMN claimed_by TEXT;     -- the delivery actor attempting it
+ALTER TABLE deliveries ADD COLUMN claim_until INTEGER; -- ms; after this the claim is void
+
+-- A deletion finds every event of its users, delivered or not.
+CREATE INDEX events_by_user ON events (user_id) WHERE user_id IS NOT NULL;
+
+-- The delete notifications a regulation queued, for its progress.
+CREATE TABLE regulation_events (
+    regulation_id TEXT NOT NULL,
+    event_id      INTEGER NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    PRIMARY KEY (regulation_id, event_id)
+) WITHOUT ROWID;
+
+-- Every instance that runs on this store, and until when its leases hold.
+CREATE TABLE instances (
+    id                 TEXT PRIMARY KEY,
+    address            TEXT NOT NULL,
+    version            TEXT NOT NULL,
+    started_at         INTEGER NOT NULL,
+    heartbeat_at       INTEGER NOT NULL,
+    lease_until        INTEGER NOT NULL,
+    config_fingerprint TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- Which instance drives each destination; epoch grows at every change of owner.
+CREATE TABLE destination_leases (
+    source      TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    owner       TEXT NOT NULL,
+    epoch       INTEGER NOT NULL,
+    PRIMARY KEY (source, destination)
+) WITHOUT ROWID;
+CREATE INDEX destination_leases_by_owner ON destination_leases (owner);
 
 -- Always empty: a write here, rolled back, tells whether the store has space again.
 CREATE TABLE IF NOT EXISTS write_probe (b BLOB);
-";
+",
+];
+
+/// The schema version this build writes.
+pub(super) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database to [`CURRENT_VERSION`], or refuses one that is newer.
+pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version > CURRENT_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: version,
+            known: CURRENT_VERSION,
+        });
+    }
+    if version == CURRENT_VERSION {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let applied = (|| {
+        for (n, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            conn.execute_batch(migration)?;
+            conn.pragma_update(None, "user_version", n as i64 + 1)?;
+            log::info!("store: schema migrated to version {}", n + 1);
+        }
+        Ok::<(), rusqlite::Error>(())
+    })();
+    match applied {
+        Ok(()) => conn.execute_batch("COMMIT")?,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e.into());
+        }
+    }
+    Ok(())
+}

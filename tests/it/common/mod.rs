@@ -273,7 +273,7 @@ impl StoreProbe {
     /// The store at `path` (a service's database elsewhere than its default place).
     pub fn open(path: &std::path::Path) -> StoreProbe {
         StoreProbe {
-            store: SqliteStore::open(path, Duration::from_secs(60)).unwrap(),
+            store: SqliteStore::open_beside(path).unwrap(),
             runtime: actix_rt::System::new(),
         }
     }
