@@ -24,8 +24,7 @@ use crate::metrics::Metrics;
 use crate::segment::time::format_iso8601;
 use crate::segment::to_canonical_json;
 use crate::store::{
-    ClusterSignal, Notification, Regulation, RegulationApplied, RegulationPlan, RegulationType,
-    Store, StoreError,
+    Notification, Regulation, RegulationApplied, RegulationPlan, RegulationType, Store, StoreError,
 };
 
 /// A regulation was stored and waits to be applied. Answers once every regulation
@@ -65,14 +64,8 @@ impl DeletionActor {
             self.router.clone(),
         );
         async move {
+            // Other instances hear of the purge from the store; this one directly.
             for (plan, applied) in apply_unapplied(&config.current(), store.as_ref()).await? {
-                // Other instances drop what was purged too; this one hears it directly.
-                if !applied.purged.is_empty() {
-                    let cancel = ClusterSignal::Cancel(applied.purged.clone());
-                    if let Err(e) = store.publish(cancel).await {
-                        log::warn!("deletion: other instances not told of the purge: {e}");
-                    }
-                }
                 router.do_send(PurgeApplied {
                     plan,
                     purged: applied.purged,

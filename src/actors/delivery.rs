@@ -45,8 +45,10 @@ const SEGMENT_USER_AGENT: &str = "Segment.io/1.0";
 const RESPONSE_BODY_KEPT: usize = 1024;
 /// After a supervisor restart, the actor waits this long before sending again.
 const RESTART_PAUSE: Duration = Duration::from_secs(1);
-/// With nothing due, look at the store this often anyway (new work is normally signalled).
-const IDLE_POLL: Duration = Duration::from_secs(5);
+/// With nothing due, look at the store about this often anyway: new work is signalled,
+/// this only catches a signal lost (a full mailbox, a dropped notification). Jittered,
+/// so that thousands of idle destinations do not look all at once.
+const IDLE_POLL: Duration = Duration::from_secs(30);
 /// While the store cannot be written, look again this often.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 /// Numbers each actor's life, so that each restart claims under a name of its own.
@@ -315,7 +317,7 @@ impl DeliveryActor {
         }
         let delay = next_due_at_ms
             .map(|at| Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64))
-            .map_or(IDLE_POLL, |d| d.min(IDLE_POLL))
+            .map_or_else(idle_poll, |d| d.min(idle_poll()))
             .min(self.idle_limit());
         self.wake = Some(ctx.run_later(delay, |actor, ctx| {
             actor.wake = None;
@@ -805,6 +807,12 @@ where
     };
     let _ = actix_rt::time::timeout(limit, read).await;
     String::from_utf8_lossy(&kept).into_owned()
+}
+
+/// [`IDLE_POLL`], give or take a fifth.
+fn idle_poll() -> Duration {
+    use rand::Rng;
+    IDLE_POLL.mul_f64(rand::rng().random_range(0.8..1.2))
 }
 
 /// How long a claim holds: longer than any attempt can take (every URL's request and

@@ -468,11 +468,16 @@ impl Handler<ActorIdle> for Router {
     fn handle(&mut self, msg: ActorIdle, _ctx: &mut Context<Self>) {
         let key = (msg.source, msg.destination);
         // Signalled after the query that found it idle began: there is work after all.
+        // The signal tells the actor to look again, and its idle clock to start over
+        // (it reports again if it stays idle).
         if self
             .last_woken
             .get(&key)
             .is_some_and(|woken| *woken >= msg.idle_since)
         {
+            if let Some(addr) = self.actors.get(&key) {
+                let _ = addr.try_send(WorkAvailable);
+            }
             return;
         }
         if self.actors.contains_key(&key) {

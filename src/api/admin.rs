@@ -13,7 +13,7 @@ use crate::actors::deletion::RegulationAdded;
 use crate::actors::router::{PauseDestination, WakeDestinations};
 use crate::clock::now_ms;
 use crate::segment::time::format_iso8601;
-use crate::store::{ClusterSignal, DeadLetterQuery, Regulation, RegulationType, ReplaySelection};
+use crate::store::{DeadLetterQuery, Regulation, RegulationType, ReplaySelection};
 
 /// How long a regulation request waits for the regulation to be applied.
 const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -396,14 +396,7 @@ async fn pause_or_resume(
         destination: destination.clone(),
         paused,
     });
-    // The instance that drives it may be another.
-    let signal = ClusterSignal::Paused {
-        destination: (source.clone(), destination.clone()),
-        paused,
-    };
-    if let Err(e) = state.store.publish(signal).await {
-        log::warn!("pause of {source}/{destination} not told to other instances: {e}");
-    }
+
     Ok(
         HttpResponse::Ok().json(json!({"source": source, "destination": destination,
         "state": if paused { "paused" } else { "active" }})),
@@ -525,15 +518,6 @@ async fn replay(
     let total: u64 = replayed.iter().map(|(_, _, n)| n).sum();
     log::info!("dead letters replayed: {total}");
     let woken: Vec<_> = replayed.into_iter().map(|(s, d, _)| (s, d)).collect();
-    if !woken.is_empty() {
-        if let Err(e) = state
-            .store
-            .publish(ClusterSignal::Work(woken.clone()))
-            .await
-        {
-            log::warn!("replay not told to other instances (they find it on their next poll): {e}");
-        }
-    }
     state.router.do_send(WakeDestinations(woken));
     Ok(HttpResponse::Ok().json(json!({"replayed": total})))
 }

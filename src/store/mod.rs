@@ -15,7 +15,9 @@
 //! longer than an attempt can take; [`Store::record_attempt`] counts only under the
 //! claim. No two senders ever hold the same delivery, in one process or across several.
 
+mod encoding;
 mod error;
+mod postgres;
 mod sqlite;
 mod types;
 
@@ -25,6 +27,7 @@ use std::sync::Arc;
 
 pub(crate) use error::HealthCell;
 pub use error::{StoreError, StoreHealth};
+pub use postgres::PostgresStore;
 pub use sqlite::{CommitObserver, SqliteStore};
 pub use types::*;
 
@@ -46,14 +49,10 @@ pub async fn open(
             let store = SqliteStore::open_observed(&config.path, max_bytes, on_commit)?;
             Ok(Arc::new(store))
         }
-        StorageBackend::Postgres => Err(StoreError::Open {
-            path: config
-                .url
-                .as_ref()
-                .map(|u| u.redacted())
-                .unwrap_or_default(),
-            reason: "this build has no PostgreSQL backend yet".into(),
-        }),
+        StorageBackend::Postgres => {
+            let store = PostgresStore::open(config, on_commit).await?;
+            Ok(Arc::new(store))
+        }
     }
 }
 
@@ -152,11 +151,11 @@ pub trait Store: Send + Sync + 'static {
     /// Every instance the registry knows, as of `now_ms`.
     fn instances(&self, now_ms: i64) -> StoreFuture<Vec<InstanceRecord>>;
 
-    /// Tells every instance on this store (this one too); nothing where there is only one.
-    fn publish(&self, signal: ClusterSignal) -> StoreFuture<()>;
-
-    /// The signals other instances publish (and this one's), once; `None` where the
-    /// store has only one instance.
+    /// What the writes of the other instances on this store signal at their commit
+    /// (this one hears its own writes directly), once: [`Store::append`], [`Store::replay_dead_letters`] and the
+    /// notifications of [`Store::apply_regulation`] signal work for their destinations,
+    /// a regulation the deliveries it purged, [`Store::set_paused`] the pause. `None`
+    /// where the store has one instance, which hears its own writes directly.
     fn take_signals(&self) -> Option<tokio::sync::mpsc::Receiver<ClusterSignal>>;
 
     /// Whether writes succeed, as the latest ones found.

@@ -63,7 +63,8 @@ pub struct DueDelivery {
 }
 
 /// A delivery actor's request for due work of its destination: the deliveries are
-/// claimed for it until `claim_until_ms`, and no one else may attempt them meanwhile.
+/// claimed for it until `claim_until_ms`, and no one else may attempt them meanwhile
+/// (unless the destination's lease passes on: claims under an older epoch are void).
 #[derive(Debug, Clone)]
 pub struct Claim {
     pub source: String,

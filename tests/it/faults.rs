@@ -1,6 +1,8 @@
 //! Store faults: when the store is out of space, ingest answers 503 rather than 200 for
 //! what it could not store, the service keeps running, delivery keeps its state, and
-//! everything recovers when space returns.
+//! everything recovers when space returns. These run on SQLite whatever the suite's
+//! backend: `storage.max_size_mb` and the filesystem are the embedded store's (a
+//! PostgreSQL server's disk is its own; its outages are tested in `tests/outage`).
 
 use std::time::Duration;
 
@@ -20,7 +22,7 @@ fn config(max_size_mb: u64, receiver: &Receiver) -> String {
 fn a_full_store_answers_503_and_recovers_when_space_returns() {
     let receiver = Receiver::ok();
     // The cap sits in [storage] beside the path, so the test writes the whole file.
-    let mut service = Webhookd::start(&web_to_hook(&receiver));
+    let mut service = Webhookd::start_on(None, &web_to_hook(&receiver), "");
     let db = service.db_path().display().to_string();
     let capped = |mb: u64| {
         format!(
@@ -131,7 +133,7 @@ fn a_full_filesystem_answers_503_and_recovers_live_when_space_returns() {
         return;
     };
     let receiver = Receiver::ok();
-    let service = Webhookd::start(&web_to_hook(&receiver));
+    let service = Webhookd::start_on(None, &web_to_hook(&receiver), "");
     let db = fs.path.join("webhookd.db").display().to_string();
     service.write_raw_config(&format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {db:?}\n{}",
@@ -191,7 +193,7 @@ fn a_full_filesystem_answers_503_and_recovers_live_when_space_returns() {
 #[test]
 fn a_full_store_stops_delivery_instead_of_sending_again_and_a_reload_frees_it() {
     let (receiver, open) = crate::common::receiver::Receiver::gated();
-    let service = Webhookd::start(&web_to_hook(&receiver));
+    let service = Webhookd::start_on(None, &web_to_hook(&receiver), "");
     let db = service.db_path().display().to_string();
     let whole = |mb: u64| {
         format!(

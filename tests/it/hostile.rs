@@ -149,21 +149,11 @@ fn slow_loris_connections_neither_block_others_nor_stay_open() {
     a_normal_event_succeeds(&service, "after-loris");
 }
 
-/// The database file and its write-ahead log, in bytes.
-fn store_bytes(service: &Webhookd) -> u64 {
-    let db = service.db_path();
-    let wal = db.with_extension("db-wal");
-    [db, wal]
-        .iter()
-        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
-        .sum()
-}
-
 #[test]
 fn a_batch_context_cannot_multiply_into_gigabytes() {
     let service = Webhookd::start(&one_source_config());
     a_normal_event_succeeds(&service, "before-amplification");
-    let before = store_bytes(&service);
+    let before = service.store_bytes();
     let items: Vec<_> = (0..2_500)
         .map(|_| json!({"type": "page", "userId": "x"}))
         .collect();
@@ -199,7 +189,7 @@ fn a_batch_context_cannot_multiply_into_gigabytes() {
         .unwrap()
         .to_string()
         .contains("the request would store more than"));
-    let grown = store_bytes(&service).saturating_sub(before);
+    let grown = service.store_bytes().saturating_sub(before);
     assert!(grown < 8 * 1024 * 1024, "the store grew by {grown} bytes");
     a_normal_event_succeeds(&service, "after-amplification");
 }

@@ -363,12 +363,7 @@ fn events_are_enriched_as_segment_does() {
     let batch = json!({"sentAt": "2024-05-01T11:59:05.000Z", "context": {"library": {"name": "x"}, "ip": "9.9.9.9"},
         "batch": [{"type": "identify", "userId": "u", "context": {"ip": "1.2.3.4"}}]});
     assert_eq!(service.post("/v1/batch", &batch).status, 200);
-    let db = rusqlite::Connection::open(service.db_path()).unwrap();
-    let body: String = db
-        .query_row("SELECT body FROM events WHERE type = 'identify'", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let body = service.sql_text("SELECT body FROM events WHERE type = 'identify'");
     let body: Value = serde_json::from_str(&body).unwrap();
     let message_id = body["messageId"].as_str().unwrap();
     assert!(message_id.len() > 30, "{message_id}");

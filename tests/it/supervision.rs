@@ -9,6 +9,7 @@ use serde_json::json;
 use webhookd::actors::router::FailDestination;
 use webhookd::config::Config;
 
+use crate::common::postgres::{suite_on_postgres, TestDatabase};
 use crate::common::receiver::Receiver;
 use crate::common::{basic_auth, post, web_to_hook, WRITE_KEY};
 
@@ -27,9 +28,16 @@ async fn poll(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 fn a_failed_delivery_actor_is_restarted_and_finishes_its_work() {
     let (receiver, open) = Receiver::gated();
     let dir = tempfile::tempdir().unwrap();
+    let database = suite_on_postgres().then(TestDatabase::create);
+    let storage = match &database {
+        Some(db) => format!("[storage]\nbackend = \"postgres\"\nurl = {:?}\n", db.url),
+        None => format!(
+            "[storage]\npath = {:?}\n",
+            dir.path().join("webhookd.db").display().to_string()
+        ),
+    };
     let config = Config::from_toml(&format!(
-        "[storage]\npath = {:?}\n[delivery]\nbackoff_initial_ms = 20\nbackoff_max_ms = 100\n{}",
-        dir.path().join("webhookd.db").display().to_string(),
+        "{storage}[delivery]\nbackoff_initial_ms = 20\nbackoff_max_ms = 100\n{}",
         web_to_hook(&receiver)
     ))
     .unwrap();

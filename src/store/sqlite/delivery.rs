@@ -2,6 +2,7 @@
 
 use rusqlite::{params, Connection};
 
+use crate::store::encoding::{list_from_text, list_to_text};
 use crate::store::{AttemptOutcome, Claim, DeliveryUpdate, DueDelivery, DuePage, StoreError};
 
 /// Whether `instance` holds the lease `epoch` on the destination, and its heartbeat is
@@ -41,7 +42,8 @@ pub(super) fn claim_due(conn: &Connection, claim: &Claim) -> Result<DuePage, Sto
                 d.given_up_urls
          FROM deliveries d JOIN events e ON e.id = d.event_id
          WHERE d.source = ?1 AND d.destination = ?2 AND d.state = 'pending'
-           AND d.next_attempt_at <= ?3 AND (d.claim_until IS NULL OR d.claim_until <= ?3)
+           AND d.next_attempt_at <= ?3
+           AND (d.claim_until IS NULL OR d.claim_until <= ?3 OR d.claim_epoch < ?5)
          ORDER BY d.next_attempt_at, d.id LIMIT ?4",
     )?;
     let due = due_stmt
@@ -50,7 +52,8 @@ pub(super) fn claim_due(conn: &Connection, claim: &Claim) -> Result<DuePage, Sto
                 claim.source,
                 claim.destination,
                 claim.now_ms,
-                claim.limit as i64
+                claim.limit as i64,
+                lease.epoch
             ],
             |row| {
                 Ok(DueDelivery {
@@ -60,7 +63,7 @@ pub(super) fn claim_due(conn: &Connection, claim: &Claim) -> Result<DuePage, Sto
                     body: row.get(3)?,
                     attempts: row.get(4)?,
                     first_attempt_at_ms: row.get(5)?,
-                    given_up_urls: parse_urls(row.get(6)?),
+                    given_up_urls: list_from_text(row.get(6)?),
                 })
             },
         )?
@@ -134,7 +137,7 @@ pub(super) fn record_attempt(
                 outcome.claimer,
                 outcome.first_attempt_at_ms,
                 at_ms,
-                format_urls(given_up_urls),
+                list_to_text(given_up_urls),
                 last_error
             ])?,
         DeliveryUpdate::Dead { reason } => conn
@@ -177,13 +180,4 @@ pub(super) fn record_attempt(
         .execute(params![outcome.delivery_id, error, outcome.now_ms])?;
     }
     Ok(())
-}
-
-pub(super) fn parse_urls(text: Option<String>) -> Vec<String> {
-    text.and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default()
-}
-
-pub(super) fn format_urls(urls: &[String]) -> Option<String> {
-    (!urls.is_empty()).then(|| serde_json::to_string(urls).unwrap_or_default())
 }

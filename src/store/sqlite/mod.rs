@@ -398,11 +398,6 @@ impl Store for SqliteStore {
         self.read(move |conn| cluster::instances(conn, now_ms))
     }
 
-    fn publish(&self, _signal: ClusterSignal) -> StoreFuture<()> {
-        // One instance per file: it has told itself already.
-        Box::pin(async { Ok(()) })
-    }
-
     fn take_signals(&self) -> Option<mpsc::Receiver<ClusterSignal>> {
         None
     }

@@ -102,6 +102,7 @@ CREATE TABLE IF NOT EXISTS suppressions (
 ALTER TABLE deliveries ADD COLUMN given_up_urls TEXT;  -- JSON array of URLs; NULL: none
 ALTER TABLE deliveries ADD COLUMN claimed_by TEXT;     -- the delivery actor attempting it
 ALTER TABLE deliveries ADD COLUMN claim_until INTEGER; -- ms; after this the claim is void
+ALTER TABLE deliveries ADD COLUMN claim_epoch INTEGER; -- the lease epoch it was claimed under
 
 -- A deletion finds every event of its users, delivered or not.
 CREATE INDEX events_by_user ON events (user_id) WHERE user_id IS NOT NULL;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod pki;
+pub mod postgres;
 pub mod receiver;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -15,7 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use webhookd::config::{StorageBackend, StorageConfig};
 use webhookd::store::{DeliveryStatus, SqliteStore, Store, StoredEvent};
+
+use postgres::{suite_on_postgres, TestDatabase};
 
 pub const WRITE_KEY: &str = "WRITE_KEY_WEB";
 pub const ADMIN_TOKEN: &str = "test-admin-token";
@@ -45,6 +49,10 @@ pub fn web_to_hook(receiver: &receiver::Receiver) -> String {
     )
 }
 
+/// How long a lease holds in tests on PostgreSQL: short, so that a restarted or killed
+/// instance's destinations pass on quickly.
+pub const TEST_LEASE_S: u64 = 3;
+
 /// A running `webhookd` child process.
 pub struct Webhookd {
     child: Option<Child>,
@@ -53,6 +61,9 @@ pub struct Webhookd {
     /// The `[server]` and `[storage]` part of the config file.
     head: String,
     logs: Arc<Mutex<Vec<String>>>,
+    /// The PostgreSQL database it runs on, if it does (shared by the instances of one
+    /// cluster).
+    pub database: Option<Arc<TestDatabase>>,
 }
 
 impl Webhookd {
@@ -62,24 +73,97 @@ impl Webhookd {
         Webhookd::start_with(sources_toml, "")
     }
 
-    /// As [`Webhookd::start`], with extra `[server]` keys.
+    /// As [`Webhookd::start`], with extra `[server]` keys. The store is the suite's
+    /// backend: SQLite in a temp dir, or a PostgreSQL database of its own
+    /// (`WEBHOOKD_TEST_BACKEND=postgres`).
     pub fn start_with(sources_toml: &str, server_keys: &str) -> Webhookd {
+        let database = suite_on_postgres().then(|| Arc::new(TestDatabase::create()));
+        Webhookd::start_on(database, sources_toml, server_keys)
+    }
+
+    /// Another instance on the same PostgreSQL database as `peer` (a cluster).
+    pub fn join(peer: &Webhookd, sources_toml: &str, server_keys: &str) -> Webhookd {
+        let database = peer.database.clone().expect("a cluster runs on PostgreSQL");
+        Webhookd::start_on(Some(database), sources_toml, server_keys)
+    }
+
+    /// Starts webhookd on `database` (PostgreSQL), or on SQLite in a temp dir.
+    pub fn start_on(
+        database: Option<Arc<TestDatabase>>,
+        sources_toml: &str,
+        server_keys: &str,
+    ) -> Webhookd {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = dir.path().join("webhookd.db");
-        let head = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n{server_keys}\n[storage]\npath = {:?}\n",
-            db.display().to_string()
-        );
+        let storage = match &database {
+            Some(db) => format!(
+                "[storage]\nbackend = \"postgres\"\nurl = {:?}\nlease_s = {TEST_LEASE_S}\n",
+                db.url
+            ),
+            None => format!(
+                "[storage]\npath = {:?}\n",
+                dir.path().join("webhookd.db").display().to_string()
+            ),
+        };
+        let head = format!("[server]\nlisten = \"127.0.0.1:0\"\n{server_keys}\n{storage}");
         let mut service = Webhookd {
             child: None,
             addr: "127.0.0.1:0".parse().unwrap(),
             dir,
             head,
             logs: Arc::new(Mutex::new(Vec::new())),
+            database,
         };
         service.rewrite_config(sources_toml);
         service.spawn();
         service
+    }
+
+    /// The `[storage]` settings the service runs on.
+    pub fn storage(&self) -> StorageConfig {
+        let mut storage = StorageConfig::default();
+        match &self.database {
+            Some(db) => {
+                storage.backend = StorageBackend::Postgres;
+                storage.url = Some(webhookd::config::StorageUrl::new(db.url.clone()));
+                storage.pool_size = 2;
+                storage.lease_s = TEST_LEASE_S;
+            }
+            None => storage.path = self.db_path(),
+        }
+        storage
+    }
+
+    /// Bytes the store takes on disk: SQLite's file and write-ahead log, or the
+    /// PostgreSQL database's size.
+    pub fn store_bytes(&self) -> u64 {
+        match &self.database {
+            Some(db) => db.size_bytes(),
+            None => {
+                let db = self.db_path();
+                let wal = db.with_extension("db-wal");
+                [db, wal]
+                    .iter()
+                    .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+                    .sum()
+            }
+        }
+    }
+
+    /// The first column of the first row `sql` gives, read straight from the store, as
+    /// text (a test's look at what no API shows).
+    pub fn sql_text(&self, sql: &str) -> String {
+        match &self.database {
+            Some(db) => db.query_text(sql),
+            None => {
+                let conn = rusqlite::Connection::open(self.db_path()).unwrap();
+                conn.query_row(sql, [], |row| {
+                    row.get::<_, Option<String>>(0)
+                        .map(Option::unwrap_or_default)
+                        .or_else(|_| row.get::<_, i64>(0).map(|n| n.to_string()))
+                })
+                .unwrap()
+            }
+        }
     }
 
     /// Replaces the config file's sources (and other sections) for the next start or
@@ -136,7 +220,10 @@ impl Webhookd {
         let mut child = Command::new(env!("CARGO_BIN_EXE_webhookd"))
             .arg("--config")
             .arg(self.dir.path().join("config.toml"))
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("WEBHOOKD_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -242,7 +329,7 @@ impl Webhookd {
 
     /// The service's store, opened beside it through the store interface.
     pub fn store(&self) -> StoreProbe {
-        StoreProbe::open(&self.db_path())
+        StoreProbe::beside(&self.storage())
     }
 
     /// The stored event of `source` with `message_id`.
@@ -263,19 +350,43 @@ impl Webhookd {
     }
 }
 
-/// Reads a service's SQLite file through the store interface, as the service would.
+/// Reads a service's store through the store interface, as the service would.
 pub struct StoreProbe {
-    store: SqliteStore,
+    store: Arc<dyn Store>,
     runtime: actix_rt::SystemRunner,
 }
 
 impl StoreProbe {
-    /// The store at `path` (a service's database elsewhere than its default place).
+    /// The SQLite store at `path` (a service's database elsewhere than its default place).
     pub fn open(path: &std::path::Path) -> StoreProbe {
         StoreProbe {
-            store: SqliteStore::open_beside(path).unwrap(),
+            store: Arc::new(SqliteStore::open_beside(path).unwrap()),
             runtime: actix_rt::System::new(),
         }
+    }
+
+    /// The store `storage` names, opened beside the service that runs on it.
+    pub fn beside(storage: &StorageConfig) -> StoreProbe {
+        match storage.backend {
+            StorageBackend::Sqlite => StoreProbe::open(&storage.path),
+            StorageBackend::Postgres => {
+                let runtime = actix_rt::System::new();
+                let store = runtime
+                    .block_on(webhookd::store::open(storage, Box::new(|_, _| {})))
+                    .unwrap();
+                StoreProbe { store, runtime }
+            }
+        }
+    }
+
+    /// The store itself.
+    pub fn inner(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// Runs a store future to its end.
+    pub fn block_on<T>(&self, future: impl std::future::Future<Output = T>) -> T {
+        self.runtime.block_on(future)
     }
 
     pub fn find(&self, source: &str, message_id: &str) -> Option<StoredEvent> {
