@@ -159,9 +159,11 @@ async fn release_in(client: &impl GenericClient, leases: &[Lease]) -> Result<(),
     let owners: Vec<&str> = leases.iter().map(|l| l.instance.as_str()).collect();
     let epochs: Vec<i64> = leases.iter().map(|l| l.epoch).collect();
     client
+        // The row stays, owned by nobody: whoever takes it next gets the next epoch, so
+        // that claims made under this one are void then.
         .execute(
-            "DELETE FROM destination_leases l
-             USING unnest($1::text[], $2::text[], $3::text[], $4::int8[])
+            "UPDATE destination_leases l SET owner = ''
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[])
                  AS k(source, destination, owner, epoch)
              WHERE l.source = k.source AND l.destination = k.destination
                AND l.owner = k.owner AND l.epoch = k.epoch",
@@ -182,7 +184,7 @@ pub(super) async fn leave(pool: Pool, instance: String) -> Result<(), StoreError
     let mut client = pool.get().await.map_err(pool_error)?;
     let tx = client.transaction().await.map_err(pg_error)?;
     tx.execute(
-        "DELETE FROM destination_leases WHERE owner = $1",
+        "UPDATE destination_leases SET owner = '' WHERE owner = $1",
         &[&instance],
     )
     .await

@@ -58,10 +58,27 @@ const RUNTIME_THREADS: usize = 2;
 const POOL_WAIT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The store's own runtime, shut down without blocking when dropped (a store may be
+/// dropped on another runtime, where blocking is not allowed).
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl OwnRuntime {
+    fn get(&self) -> Option<&tokio::runtime::Runtime> {
+        self.0.as_ref()
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// The PostgreSQL implementation of [`Store`].
 pub struct PostgresStore {
-    /// `Some` until dropped; shut down without blocking (it may be dropped on a runtime).
-    runtime: Option<tokio::runtime::Runtime>,
+    runtime: OwnRuntime,
     pool: Pool,
     appends: mpsc::Sender<ingest::AppendJob>,
     signals: std::sync::Mutex<Option<mpsc::Receiver<ClusterSignal>>>,
@@ -87,15 +104,18 @@ impl PostgresStore {
         pg_config
             .application_name("webhookd")
             .connect_timeout(CONNECT_TIMEOUT);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(RUNTIME_THREADS)
-            .thread_name("store-postgres")
-            .enable_all()
-            .build()
-            .map_err(|e| StoreError::Open {
-                path: shown.clone(),
-                reason: e.to_string(),
-            })?;
+        let runtime = OwnRuntime(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(RUNTIME_THREADS)
+                .thread_name("store-postgres")
+                .enable_all()
+                .build()
+                .map_err(|e| StoreError::Open {
+                    path: shown.clone(),
+                    reason: e.to_string(),
+                })?,
+        ));
+        let rt = runtime.get().expect("just built");
         let build = |size: usize| {
             let manager = Manager::from_config(
                 pg_config.clone(),
@@ -121,13 +141,12 @@ impl PostgresStore {
         let append_pool = build(1)?;
         let migrated = {
             let pool = pool.clone();
-            runtime
-                .spawn(async move {
-                    let mut client = pool.get().await.map_err(pool_error)?;
-                    schema::migrate(&mut client).await
-                })
-                .await
-                .map_err(|_| StoreError::Closed)?
+            rt.spawn(async move {
+                let mut client = pool.get().await.map_err(pool_error)?;
+                schema::migrate(&mut client).await
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?
         };
         migrated.map_err(|e| match e {
             StoreError::SchemaTooNew { .. } => e,
@@ -137,11 +156,11 @@ impl PostgresStore {
             },
         })?;
         let (appends, queue) = mpsc::channel(ingest::QUEUE_CAPACITY);
-        runtime.spawn(ingest::write_loop(append_pool, queue, on_commit));
+        rt.spawn(ingest::write_loop(append_pool, queue, on_commit));
         let (signal_tx, signal_rx) = mpsc::channel(listen::SIGNAL_CAPACITY);
-        runtime.spawn(listen::listen_loop(pg_config, signal_tx));
+        rt.spawn(listen::listen_loop(pg_config, signal_tx));
         Ok(PostgresStore {
-            runtime: Some(runtime),
+            runtime,
             pool,
             appends,
             signals: std::sync::Mutex::new(Some(signal_rx)),
@@ -161,7 +180,7 @@ impl PostgresStore {
         let health = Arc::clone(&self.health);
         let task = self
             .runtime
-            .as_ref()
+            .get()
             .map(|rt| rt.spawn(async move { op(pool).await }));
         Box::pin(async move {
             let result = match task {
@@ -174,18 +193,10 @@ impl PostgresStore {
     }
 }
 
-impl Drop for PostgresStore {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
 /// A PostgreSQL error in the store's terms: a server that cannot be reached or is going
 /// away is unavailable (try again later), a full disk is full; the rest is the backend's.
 pub(super) fn pg_error(e: tokio_postgres::Error) -> StoreError {
-    let Some(code) = e.code() else {
+    let Some(db) = e.as_db_error() else {
         // No SQLSTATE: the connection failed or closed (an I/O error, a timeout), or
         // the query could not be sent as written (a bug of ours).
         let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
@@ -195,6 +206,9 @@ pub(super) fn pg_error(e: tokio_postgres::Error) -> StoreError {
         }
         return StoreError::Backend(text);
     };
+    // The server's own words: tokio-postgres's `Display` says only "db error".
+    let text = format!("{} ({})", db.message(), db.code().code());
+    let code = db.code();
     if *code == SqlState::DISK_FULL
         || *code == SqlState::INSUFFICIENT_RESOURCES
         || *code == SqlState::OUT_OF_MEMORY
@@ -205,9 +219,9 @@ pub(super) fn pg_error(e: tokio_postgres::Error) -> StoreError {
     // 08: connection exception; 57: operator intervention (shutdown, cannot connect now);
     // 53: other insufficient resources (too many connections); 25006: read-only standby.
     if matches!(class, "08" | "57" | "53") || *code == SqlState::READ_ONLY_SQL_TRANSACTION {
-        return StoreError::Unavailable(e.to_string());
+        return StoreError::Unavailable(text);
     }
-    StoreError::Backend(e.to_string())
+    StoreError::Backend(text)
 }
 
 pub(super) fn pool_error(e: PoolError) -> StoreError {

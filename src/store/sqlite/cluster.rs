@@ -117,12 +117,14 @@ fn owned_by(conn: &Connection, instance: &str) -> Result<Vec<Lease>, StoreError>
 }
 
 pub(super) fn release(conn: &Connection, leases: &[Lease]) -> Result<(), StoreError> {
-    let mut delete = conn.prepare_cached(
-        "DELETE FROM destination_leases
+    // The row stays, owned by nobody: whoever takes it next gets the next epoch, so that
+    // claims made under this one are void then.
+    let mut free = conn.prepare_cached(
+        "UPDATE destination_leases SET owner = ''
          WHERE source = ?1 AND destination = ?2 AND owner = ?3 AND epoch = ?4",
     )?;
     for l in leases {
-        delete.execute(params![l.source, l.destination, l.instance, l.epoch])?;
+        free.execute(params![l.source, l.destination, l.instance, l.epoch])?;
     }
     Ok(())
 }
@@ -130,7 +132,7 @@ pub(super) fn release(conn: &Connection, leases: &[Lease]) -> Result<(), StoreEr
 /// The instance leaves: its leases are free at once.
 pub(super) fn leave(conn: &Connection, instance: &str) -> Result<(), StoreError> {
     conn.execute(
-        "DELETE FROM destination_leases WHERE owner = ?1",
+        "UPDATE destination_leases SET owner = '' WHERE owner = ?1",
         params![instance],
     )?;
     conn.execute(

@@ -1,0 +1,652 @@
+//! The store contract: one suite, written against `dyn Store`, run on every backend. A
+//! backend passes all of it or is not done. PostgreSQL cases need a server (they skip,
+//! saying so, when none answers, except under CI).
+
+use std::sync::Arc;
+
+use webhookd::config::{StorageBackend, StorageConfig, StorageUrl};
+use webhookd::store::{
+    self, Appended, AttemptOutcome, AttemptRecord, Claim, DeadLetterQuery, DeliveryUpdate,
+    Heartbeat, InstanceInfo, Lease, NewEvent, Notification, Regulation, RegulationPlan,
+    RegulationType, ReplaySelection, Store, StoreError, StoreHealth,
+};
+
+use crate::common::postgres::{postgres_available, TestDatabase};
+
+/// One backend's store for one case, with what keeps it alive.
+pub struct Backend {
+    pub store: Arc<dyn Store>,
+    runtime: actix_rt::SystemRunner,
+    config: StorageConfig,
+    _dir: Option<tempfile::TempDir>,
+    _database: Option<TestDatabase>,
+}
+
+impl Backend {
+    fn sqlite() -> Option<Backend> {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StorageConfig {
+            path: dir.path().join("contract.db"),
+            ..StorageConfig::default()
+        };
+        Some(Backend::open(config, Some(dir), None))
+    }
+
+    fn postgres() -> Option<Backend> {
+        if !postgres_available() {
+            return None;
+        }
+        let database = TestDatabase::create();
+        let config = StorageConfig {
+            backend: StorageBackend::Postgres,
+            url: Some(StorageUrl::new(database.url.clone())),
+            pool_size: 4,
+            ..StorageConfig::default()
+        };
+        Some(Backend::open(config, None, Some(database)))
+    }
+
+    fn open(
+        config: StorageConfig,
+        dir: Option<tempfile::TempDir>,
+        database: Option<TestDatabase>,
+    ) -> Backend {
+        let runtime = actix_rt::System::new();
+        let store = runtime
+            .block_on(store::open(&config, Box::new(|_, _| {})))
+            .unwrap();
+        Backend {
+            store,
+            runtime,
+            config,
+            _dir: dir,
+            _database: database,
+        }
+    }
+
+    fn run<T>(&self, future: impl std::future::Future<Output = T>) -> T {
+        self.runtime.block_on(future)
+    }
+
+    /// Opens the same store again, beside this one (a second instance on PostgreSQL;
+    /// on SQLite without taking the process lock).
+    fn reopen_beside(&self) -> Result<Arc<dyn Store>, StoreError> {
+        match self.config.backend {
+            StorageBackend::Sqlite => Ok(Arc::new(webhookd::store::SqliteStore::open_beside(
+                &self.config.path,
+            )?)),
+            StorageBackend::Postgres => self.run(store::open(&self.config, Box::new(|_, _| {}))),
+        }
+    }
+
+    /// Opens the same store again as a service would (SQLite: taking the process lock).
+    fn reopen(&self) -> Result<Arc<dyn Store>, StoreError> {
+        self.run(store::open(&self.config, Box::new(|_, _| {})))
+    }
+}
+
+const T0: i64 = 1_700_000_000_000;
+const LEASE_MS: i64 = 1_000;
+
+fn event(source: &str, message_id: &str, user: &str, destinations: &[&str]) -> NewEvent {
+    NewEvent {
+        source: source.into(),
+        message_id: message_id.into(),
+        dedupe_since_ms: Some(T0 - 60_000),
+        user_id: Some(user.into()),
+        event_type: "track",
+        received_at_ms: T0,
+        body: format!(r#"{{"messageId":"{message_id}","userId":"{user}"}}"#),
+        destinations: destinations.iter().map(|d| d.to_string()).collect(),
+    }
+}
+
+fn instance(id: &str) -> InstanceInfo {
+    InstanceInfo {
+        id: id.into(),
+        address: format!("{id}:8080"),
+        version: "test".into(),
+        started_at_ms: T0,
+        config_fingerprint: "f".into(),
+    }
+}
+
+fn key(source: &str, destination: &str) -> (String, String) {
+    (source.into(), destination.into())
+}
+
+/// A heartbeat of `id` at `now` wanting `wanted`; the leases it owns after.
+fn beat(
+    b: &Backend,
+    store: &dyn Store,
+    id: &str,
+    wanted: &[(String, String)],
+    now: i64,
+) -> Vec<Lease> {
+    let answer = b
+        .run(store.heartbeat(Heartbeat {
+            instance: instance(id),
+            wanted: wanted.to_vec(),
+            now_ms: now,
+            lease_ms: LEASE_MS,
+        }))
+        .unwrap();
+    answer.owned
+}
+
+fn claim(lease: &Lease, claimer: &str, now: i64, limit: usize) -> Claim {
+    Claim {
+        source: lease.source.clone(),
+        destination: lease.destination.clone(),
+        claimer: claimer.into(),
+        lease: lease.clone(),
+        now_ms: now,
+        claim_until_ms: now + 10_000,
+        limit,
+    }
+}
+
+fn outcome(delivery_id: i64, claimer: &str, now: i64, update: DeliveryUpdate) -> AttemptOutcome {
+    AttemptOutcome {
+        delivery_id,
+        claimer: claimer.into(),
+        now_ms: now,
+        first_attempt_at_ms: now,
+        attempts: vec![AttemptRecord {
+            attempted_at_ms: now,
+            url: "http://receiver/hook".into(),
+            status: Some(503),
+            error: Some("HTTP 503".into()),
+            latency_ms: 3,
+            response_body: Some("try later".into()),
+        }],
+        update,
+    }
+}
+
+fn stored_id(appended: &Appended) -> i64 {
+    match appended {
+        Appended::Stored { event_id } => *event_id,
+        other => panic!("not stored: {other:?}"),
+    }
+}
+
+fn append_dedupes_within_the_window(b: &Backend) {
+    let s = b.store.as_ref();
+    let first = b
+        .run(s.append(vec![
+            event("web", "m1", "u1", &["d"]),
+            event("web", "m1", "u1", &["d"]),
+            event("app", "m1", "u1", &["d"]),
+        ]))
+        .unwrap();
+    stored_id(&first[0]);
+    assert_eq!(
+        first[1],
+        Appended::Duplicate,
+        "the same id twice in one call"
+    );
+    stored_id(&first[2]); // Another source may use the same id.
+    let again = b
+        .run(s.append(vec![event("web", "m1", "u1", &["d"])]))
+        .unwrap();
+    assert_eq!(again, [Appended::Duplicate]);
+    // Once the earlier one is out of the window, the id is new again.
+    let mut later = event("web", "m1", "u1", &["d"]);
+    later.dedupe_since_ms = Some(T0 + 1);
+    later.received_at_ms = T0 + 100_000;
+    stored_id(&b.run(s.append(vec![later])).unwrap()[0]);
+    // No dedupe asked (an id made by webhookd): stored whatever is there.
+    let mut made = event("web", "m1", "u1", &["d"]);
+    made.dedupe_since_ms = None;
+    stored_id(&b.run(s.append(vec![made])).unwrap()[0]);
+    assert_eq!(b.run(s.pending_count("web", "d")).unwrap(), 3);
+    let found = b.run(s.find_event("web", "m1")).unwrap().unwrap();
+    assert_eq!(found.user_id.as_deref(), Some("u1"));
+}
+
+fn claims_hold_under_a_live_lease_and_lapse(b: &Backend) {
+    let s = b.store.as_ref();
+    b.run(
+        s.append(
+            (0..3)
+                .map(|i| event("web", &format!("c{i}"), "u", &["d"]))
+                .collect(),
+        ),
+    )
+    .unwrap();
+    let lease = beat(b, s, "i1", &[key("web", "d")], T0)[0].clone();
+    let now = T0 + 10;
+    // A claim from an older epoch, or another instance, gets nothing.
+    let mut stale = lease.clone();
+    stale.epoch -= 1;
+    assert!(b
+        .run(s.claim_due(claim(&stale, "x", now, 5)))
+        .unwrap()
+        .due
+        .is_empty());
+    let mut other = lease.clone();
+    other.instance = "i2".into();
+    assert!(b
+        .run(s.claim_due(claim(&other, "x", now, 5)))
+        .unwrap()
+        .due
+        .is_empty());
+    let first = b.run(s.claim_due(claim(&lease, "a", now, 2))).unwrap();
+    assert_eq!(first.due.len(), 2);
+    let second = b.run(s.claim_due(claim(&lease, "b", now, 5))).unwrap();
+    assert_eq!(
+        second.due.len(),
+        1,
+        "claimed deliveries are not claimed twice"
+    );
+    assert!(b
+        .run(s.claim_due(claim(&lease, "c", now, 5)))
+        .unwrap()
+        .due
+        .is_empty());
+    // A claim from an older epoch, or another instance, gets nothing.
+    let mut stale = lease.clone();
+    stale.epoch -= 1;
+    assert!(b
+        .run(s.claim_due(claim(&stale, "x", now, 5)))
+        .unwrap()
+        .due
+        .is_empty());
+    let mut other = lease.clone();
+    other.instance = "i2".into();
+    assert!(b
+        .run(s.claim_due(claim(&other, "x", now, 5)))
+        .unwrap()
+        .due
+        .is_empty());
+    // Claims run out; the lease too, without a heartbeat.
+    let renewed = beat(b, s, "i1", &[key("web", "d")], now + 10_000);
+    assert_eq!(renewed[0].epoch, lease.epoch, "a renewal keeps the epoch");
+    let lapsed = b
+        .run(s.claim_due(claim(&lease, "d", now + 10_001, 5)))
+        .unwrap();
+    assert_eq!(lapsed.due.len(), 3, "claims ran out");
+    b.run(s.release_claims("d")).unwrap();
+    assert!(
+        b.run(s.claim_due(claim(&lease, "e", now + 10_000 + LEASE_MS + 1, 5)))
+            .unwrap()
+            .due
+            .is_empty(),
+        "the lease ran out"
+    );
+    // A released claimer's deliveries are free at once.
+    let back = beat(b, s, "i1", &[key("web", "d")], now + 12_000);
+    assert_eq!(
+        b.run(s.claim_due(claim(&back[0], "f", now + 12_000, 5)))
+            .unwrap()
+            .due
+            .len(),
+        3
+    );
+}
+
+fn leases_spread_and_pass_on(b: &Backend) {
+    let s = b.store.as_ref();
+    let wanted = vec![key("web", "a"), key("web", "b")];
+    let owned = beat(b, s, "i1", &wanted, T0);
+    assert_eq!(owned.len(), 2, "alone, an instance owns everything");
+    // A second instance: nothing is free yet; the first gives up its share.
+    assert!(beat(b, s, "i2", &wanted, T0 + 100).is_empty());
+    let answer = b
+        .run(s.heartbeat(Heartbeat {
+            instance: instance("i1"),
+            wanted: wanted.clone(),
+            now_ms: T0 + 200,
+            lease_ms: LEASE_MS,
+        }))
+        .unwrap();
+    assert_eq!(answer.shed.len(), 1, "beyond the fair share of 1");
+    b.run(s.release_leases(answer.shed.clone())).unwrap();
+    let taken = beat(b, s, "i2", &wanted, T0 + 300);
+    assert_eq!(taken.len(), 1);
+    assert_eq!(
+        (taken[0].source.clone(), taken[0].destination.clone()),
+        (
+            answer.shed[0].source.clone(),
+            answer.shed[0].destination.clone()
+        )
+    );
+    assert!(
+        taken[0].epoch > answer.shed[0].epoch,
+        "a new owner, a new epoch"
+    );
+    // The first instance stops beating: after its lease, the second takes the rest.
+    let kept = beat(b, s, "i1", &wanted, T0 + 400);
+    assert_eq!(kept.len(), 1);
+    assert_eq!(beat(b, s, "i2", &wanted, T0 + 1_000).len(), 1, "not yet");
+    let all = beat(b, s, "i2", &wanted, T0 + 400 + LEASE_MS + 1);
+    assert_eq!(all.len(), 2);
+    let instances = b.run(s.instances(T0 + 400 + LEASE_MS + 1)).unwrap();
+    let i1 = instances.iter().find(|i| i.info.id == "i1").unwrap();
+    let i2 = instances.iter().find(|i| i.info.id == "i2").unwrap();
+    assert!(!i1.live && i2.live);
+    assert_eq!((i1.destinations_owned, i2.destinations_owned), (0, 2));
+    // Leaving frees its leases at once.
+    b.run(s.shutdown("i2")).unwrap();
+    assert_eq!(beat(b, s, "i3", &wanted, T0 + 1_500).len(), 2);
+}
+
+fn attempts_are_recorded_under_the_claim_only(b: &Backend) {
+    let s = b.store.as_ref();
+    b.run(s.append(vec![
+        event("web", "r1", "u", &["d"]),
+        event("web", "r2", "u", &["d"]),
+    ]))
+    .unwrap();
+    let lease = beat(b, s, "i1", &[key("web", "d")], T0)[0].clone();
+    let due = b.run(s.claim_due(claim(&lease, "a", T0, 5))).unwrap().due;
+    let (one, two) = (due[0].delivery_id, due[1].delivery_id);
+    // A retry, with a URL given up on by value.
+    let retry = DeliveryUpdate::RetryAt {
+        at_ms: T0 + 50,
+        given_up_urls: vec!["http://gone/".into()],
+    };
+    b.run(s.record_attempt(outcome(one, "a", T0 + 5, retry)))
+        .unwrap();
+    let page = b.run(s.claim_due(claim(&lease, "b", T0 + 10, 5))).unwrap();
+    assert!(page.due.is_empty(), "not due yet");
+    assert_eq!(page.next_due_at_ms, Some(T0 + 50));
+    let again = b
+        .run(s.claim_due(claim(&lease, "b", T0 + 60, 5)))
+        .unwrap()
+        .due;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].delivery_id, one);
+    assert_eq!(again[0].attempts, 1);
+    assert_eq!(again[0].first_attempt_at_ms, Some(T0 + 5));
+    assert_eq!(again[0].given_up_urls, ["http://gone/"]);
+    // The old claimer's record no longer counts: "b" holds it now.
+    b.run(s.record_attempt(outcome(one, "a", T0 + 61, DeliveryUpdate::Delivered)))
+        .unwrap();
+    b.run(s.record_attempt(outcome(one, "b", T0 + 62, DeliveryUpdate::Delivered)))
+        .unwrap();
+    let statuses = b.run(s.deliveries_of("web", "r1")).unwrap();
+    assert_eq!(statuses[0].state, "delivered");
+    assert_eq!(statuses[0].attempt_count, 2);
+    assert_eq!(statuses[0].attempts.len(), 2);
+    assert_eq!(statuses[0].last_error, None, "delivered: no last error");
+    assert_eq!(
+        statuses[0].attempts[0].response_body.as_deref(),
+        Some("try later")
+    );
+    // Dead-lettered, then replayed with a fresh window and every URL.
+    let dead = DeliveryUpdate::Dead {
+        reason: "no URL worth retrying".into(),
+    };
+    b.run(s.record_attempt(outcome(two, "a", T0 + 70, dead)))
+        .unwrap();
+    let letters = b
+        .run(s.dead_letters(DeadLetterQuery {
+            limit: 10,
+            ..DeadLetterQuery::default()
+        }))
+        .unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].delivery_id, two);
+    assert_eq!(letters[0].dead_at_ms, T0 + 70);
+    let replayed = b
+        .run(s.replay_dead_letters(
+            ReplaySelection::Destination {
+                source: "web".into(),
+                destination: "d".into(),
+                since_ms: Some(T0),
+                until_ms: None,
+            },
+            T0 + 80,
+        ))
+        .unwrap();
+    assert_eq!(replayed, [("web".to_string(), "d".to_string(), 1)]);
+    let revived = b
+        .run(s.claim_due(claim(&lease, "c", T0 + 80, 5)))
+        .unwrap()
+        .due;
+    assert_eq!(revived.len(), 1);
+    assert_eq!(revived[0].first_attempt_at_ms, None);
+    assert!(revived[0].given_up_urls.is_empty());
+    // Replaying what is not dead does nothing.
+    let none = b
+        .run(s.replay_dead_letters(ReplaySelection::Ids(vec![one]), T0 + 90))
+        .unwrap();
+    assert!(none.is_empty());
+    let stats = b.run(s.destination_stats(T0 + 100)).unwrap();
+    let d = stats.iter().find(|x| x.destination == "d").unwrap();
+    assert_eq!((d.pending, d.dead), (1, 0));
+}
+
+fn connection_failures_alone_give_stats(b: &Backend) {
+    let s = b.store.as_ref();
+    b.run(s.append(vec![event("web", "f1", "u", &["d"])]))
+        .unwrap();
+    let lease = beat(b, s, "i1", &[key("web", "d")], T0)[0].clone();
+    let due = b.run(s.claim_due(claim(&lease, "a", T0, 5))).unwrap().due;
+    let mut failed = outcome(
+        due[0].delivery_id,
+        "a",
+        T0,
+        DeliveryUpdate::RetryAt {
+            at_ms: T0 + 1_000,
+            given_up_urls: vec![],
+        },
+    );
+    failed.attempts[0].status = None;
+    failed.attempts[0].error = Some("connection refused".into());
+    failed.attempts[0].response_body = None;
+    b.run(s.record_attempt(failed)).unwrap();
+    let stats = b.run(s.destination_stats(T0 + 10)).unwrap();
+    assert_eq!(stats[0].attempts_last_hour, 1);
+    assert_eq!(stats[0].successes_last_hour, 0);
+    assert_eq!(stats[0].last_error.as_deref(), Some("connection refused"));
+}
+
+fn regulations_remove_their_users_once(b: &Backend) {
+    let s = b.store.as_ref();
+    b.run(s.append(vec![
+        event("web", "g1", "gone", &["d"]),
+        event("web", "g2", "gone", &["d"]),
+        event("web", "g3", "gone", &["d"]),
+        event("web", "k1", "kept", &["d"]),
+        event("app", "g4", "gone", &["d"]),
+    ]))
+    .unwrap();
+    let lease = beat(b, s, "i1", &[key("web", "d")], T0)[0].clone();
+    let due = b.run(s.claim_due(claim(&lease, "a", T0, 2))).unwrap().due;
+    b.run(s.record_attempt(outcome(
+        due[0].delivery_id,
+        "a",
+        T0,
+        DeliveryUpdate::Delivered,
+    )))
+    .unwrap();
+    let dead = DeliveryUpdate::Dead {
+        reason: "gone".into(),
+    };
+    b.run(s.record_attempt(outcome(due[1].delivery_id, "a", T0, dead)))
+        .unwrap();
+    let regulation = Regulation {
+        id: "reg-1".into(),
+        regulation_type: RegulationType::SuppressWithDelete,
+        subject_ids: vec!["gone".into()],
+        sources: Some(vec!["web".into()]),
+        created_at_ms: T0,
+        applied_at_ms: None,
+    };
+    b.run(s.add_regulation(regulation)).unwrap();
+    assert_eq!(b.run(s.unapplied_regulations()).unwrap().len(), 1);
+    let plan = RegulationPlan {
+        regulation_id: "reg-1".into(),
+        suppress_in: vec!["web".into()],
+        subject_ids: vec!["gone".into()],
+        sources: Some(vec!["web".into()]),
+        notifications: vec![Notification {
+            source: "web".into(),
+            user_id: "gone".into(),
+            message_id: "delete-reg-1-0".into(),
+            body: r#"{"type":"delete","userId":"gone"}"#.into(),
+            destinations: vec!["d".into(), "e".into()],
+        }],
+        now_ms: T0 + 100,
+    };
+    let applied = b.run(s.apply_regulation(plan.clone())).unwrap();
+    assert_eq!(
+        applied.events_removed, 3,
+        "delivered, dead and pending alike"
+    );
+    assert_eq!(applied.undelivered_removed, 2);
+    assert_eq!(applied.purged.len(), 1, "the pending one, to cancel");
+    for id in ["g1", "g2", "g3"] {
+        assert!(b.run(s.find_event("web", id)).unwrap().is_none(), "{id}");
+        assert!(
+            b.run(s.deliveries_of("web", id)).unwrap().is_empty(),
+            "{id}"
+        );
+    }
+    assert!(b.run(s.find_event("web", "k1")).unwrap().is_some());
+    assert!(
+        b.run(s.find_event("app", "g4")).unwrap().is_some(),
+        "another source"
+    );
+    // Applied once.
+    let twice = b.run(s.apply_regulation(plan)).unwrap();
+    assert_eq!((twice.events_removed, twice.purged.len()), (0, 0));
+    assert!(b.run(s.unapplied_regulations()).unwrap().is_empty());
+    let progress = b.run(s.regulation_progress("reg-1")).unwrap().unwrap();
+    assert_eq!(progress.regulation.applied_at_ms, Some(T0 + 100));
+    assert_eq!(progress.purged_deliveries, 2);
+    assert_eq!(progress.notifications.len(), 2);
+    assert!(progress
+        .notifications
+        .iter()
+        .all(|n| n.total == 1 && n.pending == 1));
+    // Suppressed: later events of the user in that source are dropped.
+    let mut later = event("web", "g5", "gone", &["d"]);
+    later.received_at_ms = T0 + 200;
+    assert_eq!(
+        b.run(s.append(vec![later])).unwrap(),
+        [Appended::Suppressed]
+    );
+    assert_eq!(b.run(s.suppressions()).unwrap().len(), 1);
+    assert!(b.run(s.lift_suppression("web", "gone")).unwrap());
+    assert!(!b.run(s.lift_suppression("web", "gone")).unwrap());
+    let mut after = event("web", "g6", "gone", &["d"]);
+    after.received_at_ms = T0 + 300;
+    stored_id(&b.run(s.append(vec![after])).unwrap()[0]);
+}
+
+fn pauses_are_kept(b: &Backend) {
+    let s = b.store.as_ref();
+    b.run(s.set_paused("web", "d", true, T0)).unwrap();
+    b.run(s.set_paused("web", "d", true, T0)).unwrap();
+    assert_eq!(b.run(s.paused_destinations()).unwrap(), [key("web", "d")]);
+    let stats = b.run(s.destination_stats(T0)).unwrap();
+    assert!(stats[0].paused);
+    b.run(s.set_paused("web", "d", false, T0)).unwrap();
+    assert!(b.run(s.paused_destinations()).unwrap().is_empty());
+}
+
+fn the_store_is_healthy_and_probes(b: &Backend) {
+    let s = b.store.as_ref();
+    assert_eq!(s.health(), StoreHealth::Writable);
+    b.run(s.probe()).unwrap();
+    assert_eq!(s.health(), StoreHealth::Writable);
+}
+
+fn a_full_sqlite_store_says_so_and_recovers(b: &Backend) {
+    let s = b.store.as_ref();
+    b.run(s.set_size_limit(Some(64 * 1024))).unwrap();
+    let big: Vec<NewEvent> = (0..200)
+        .map(|i| {
+            let mut e = event("web", &format!("big{i}"), "u", &["d"]);
+            e.body = "x".repeat(2_000);
+            e
+        })
+        .collect();
+    let full = b.run(s.append(big));
+    assert!(matches!(full, Err(StoreError::Full)), "{full:?}");
+    assert_eq!(s.health(), StoreHealth::Full);
+    assert!(b.run(s.probe()).is_err());
+    b.run(s.set_size_limit(None)).unwrap();
+    b.run(s.probe()).unwrap();
+    assert_eq!(s.health(), StoreHealth::Writable);
+}
+
+fn a_newer_schema_is_refused(b: &Backend) {
+    match b.config.backend {
+        StorageBackend::Sqlite => {
+            let conn = rusqlite::Connection::open(&b.config.path).unwrap();
+            conn.pragma_update(None, "user_version", 99).unwrap();
+        }
+        StorageBackend::Postgres => {
+            let url = b.config.url.as_ref().unwrap().expose().to_string();
+            crate::common::postgres::run(async move {
+                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(connection);
+                client
+                    .execute("INSERT INTO webhookd_schema (version) VALUES (99)", &[])
+                    .await
+                    .unwrap();
+            });
+        }
+    }
+    let refused = b.reopen_beside().err().expect("a newer schema is refused");
+    assert!(
+        matches!(refused, StoreError::SchemaTooNew { found: 99, .. }),
+        "{refused}"
+    );
+    assert!(refused
+        .to_string()
+        .contains("newer than this webhookd knows"));
+}
+
+/// Each case, run on each backend.
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test] fn $case() { super::$case(&super::Backend::sqlite().unwrap()) })*
+        }
+        mod postgres {
+            $(#[test] fn $case() {
+                if let Some(backend) = super::Backend::postgres() { super::$case(&backend) }
+            })*
+        }
+    };
+}
+
+contract!(
+    append_dedupes_within_the_window,
+    claims_hold_under_a_live_lease_and_lapse,
+    leases_spread_and_pass_on,
+    attempts_are_recorded_under_the_claim_only,
+    connection_failures_alone_give_stats,
+    regulations_remove_their_users_once,
+    pauses_are_kept,
+    the_store_is_healthy_and_probes,
+    a_newer_schema_is_refused,
+);
+
+/// The size cap is SQLite's (a PostgreSQL server's disk is its own).
+#[test]
+fn a_full_store_says_so_and_recovers_on_sqlite() {
+    a_full_sqlite_store_says_so_and_recovers(&Backend::sqlite().unwrap());
+}
+
+#[test]
+fn a_second_process_cannot_open_a_sqlite_store() {
+    let b = Backend::sqlite().unwrap();
+    let Err(second) = b.reopen() else {
+        panic!("opened twice")
+    };
+    assert!(
+        second
+            .to_string()
+            .contains("another webhookd is running on this database"),
+        "{second}"
+    );
+}
