@@ -136,6 +136,7 @@ pub async fn start(
         router: router.clone(),
         deletion,
         metrics: Arc::clone(&metrics),
+        instance_id: instance.id.clone(),
     });
     let server =
         HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))

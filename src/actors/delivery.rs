@@ -260,6 +260,12 @@ impl DeliveryActor {
                     actor.fetching = false;
                     match page {
                         Ok(page) => actor.start_due(page, ctx),
+                        // The store is down or full: look again soon (the store's health
+                        // says why, once, in the log).
+                        Err(StoreError::Unavailable(_) | StoreError::Full) => {
+                            let again = now_ms() + STORE_RETRY.as_millis() as i64;
+                            actor.schedule_wake(Some(again), ctx);
+                        }
                         Err(e) => {
                             log::error!("delivery {}: cannot claim due work: {e}", actor.name());
                             ctx.stop();

@@ -36,7 +36,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(pause_or_resume),
         )
         .route("/admin/v1/dead-letters", web::get().to(dead_letters))
-        .route("/admin/v1/dead-letters/replay", web::post().to(replay));
+        .route("/admin/v1/dead-letters/replay", web::post().to(replay))
+        .route("/admin/v1/instances", web::get().to(instances));
 }
 
 /// Admits the request if it carries the admin token. With no token configured the admin
@@ -520,4 +521,36 @@ async fn replay(
     let woken: Vec<_> = replayed.into_iter().map(|(s, d, _)| (s, d)).collect();
     state.router.do_send(WakeDestinations(woken));
     Ok(HttpResponse::Ok().json(json!({"replayed": total})))
+}
+
+/// `GET /admin/v1/instances`: every instance on this store (one on SQLite), live or not.
+async fn instances(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let list = state
+        .store
+        .instances(now_ms())
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the store is unavailable: {e}")))?;
+    let mine = list
+        .iter()
+        .find(|i| i.info.id == state.instance_id)
+        .map(|i| i.info.config_fingerprint.clone());
+    let list: Vec<Value> = list
+        .iter()
+        .map(|i| {
+            json!({
+                "id": i.info.id,
+                "address": i.info.address,
+                "version": i.info.version,
+                "startedAt": iso(i.info.started_at_ms),
+                "lastHeartbeat": iso(i.heartbeat_at_ms),
+                "live": i.live,
+                "destinationsOwned": i.destinations_owned,
+                "configFingerprint": i.info.config_fingerprint,
+                "sameConfig": mine.as_ref() == Some(&i.info.config_fingerprint),
+                "self": i.info.id == state.instance_id,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "instances": list })))
 }

@@ -26,6 +26,8 @@ pub struct ApiState {
     pub router: Addr<Router>,
     pub deletion: Addr<DeletionActor>,
     pub metrics: Arc<Metrics>,
+    /// This instance's id in the store's registry.
+    pub instance_id: String,
 }
 
 /// An error answered as `{"success": false, "error": "<what and where>"}`.

@@ -7,6 +7,7 @@ mod bench_smoke;
 mod canonical;
 mod chaos;
 mod cli;
+mod cluster;
 mod contract;
 mod deletion;
 mod delivery;

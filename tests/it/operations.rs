@@ -125,7 +125,11 @@ fn metrics_move_as_events_are_received_rejected_and_delivered() {
 
     open.store(true, Ordering::SeqCst);
     let store = service.store();
-    assert!(wait_until(WAIT, || store.pending("web", "hook") == 0));
+    assert!(
+        wait_until(WAIT, || store.pending("web", "hook") == 0),
+        "{}",
+        service.log_text()
+    );
     let after = scrape(&service);
     assert_eq!(
         sample(

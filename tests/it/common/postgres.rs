@@ -109,34 +109,6 @@ impl TestDatabase {
             .parse()
             .unwrap()
     }
-
-    /// Stops and starts the PostgreSQL server itself (a test of outages); needs the local
-    /// cluster's control command.
-    pub fn restart_server(down: std::time::Duration) {
-        let version = std::fs::read_dir("/etc/postgresql")
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .expect("a local PostgreSQL cluster under /etc/postgresql");
-        let control = |action: &str| {
-            let status = std::process::Command::new("pg_ctlcluster")
-                .args([
-                    "--skip-systemctl-redirect",
-                    &version,
-                    "main",
-                    action,
-                    "-m",
-                    "fast",
-                ])
-                .status()
-                .expect("pg_ctlcluster");
-            assert!(status.success(), "pg_ctlcluster {action}");
-        };
-        control("stop");
-        std::thread::sleep(down);
-        control("start");
-    }
 }
 
 impl Drop for TestDatabase {
@@ -151,5 +123,70 @@ impl Drop for TestDatabase {
                 }
             })
         });
+    }
+}
+
+/// The local PostgreSQL cluster, to stop and start (an outage test). `None`, with a
+/// note, where there is no local cluster to control (and not under CI).
+pub fn server_control() -> Option<ServerControl> {
+    let version = std::fs::read_dir("/etc/postgresql")
+        .ok()
+        .and_then(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .max()
+        });
+    match version {
+        Some(version) => Some(ServerControl { version }),
+        None => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must have a local PostgreSQL cluster to stop and start"
+            );
+            eprintln!("SKIPPED: no local PostgreSQL cluster to stop and start");
+            None
+        }
+    }
+}
+
+/// Stops and starts the local cluster; started again if dropped while stopped.
+pub struct ServerControl {
+    version: String,
+}
+
+impl ServerControl {
+    fn control(&self, action: &str) {
+        let status = std::process::Command::new("pg_ctlcluster")
+            .args([
+                "--skip-systemctl-redirect",
+                "-m",
+                "fast",
+                &self.version,
+                "main",
+                action,
+            ])
+            .status()
+            .expect("pg_ctlcluster");
+        assert!(status.success(), "pg_ctlcluster {action}");
+    }
+
+    pub fn stop(&self) {
+        self.control("stop");
+    }
+
+    pub fn start(&self) {
+        self.control("start");
+    }
+}
+
+impl Drop for ServerControl {
+    fn drop(&mut self) {
+        // Whatever happened, leave the server running for whoever comes next.
+        let _ = std::process::Command::new("pg_ctlcluster")
+            .args(["--skip-systemctl-redirect", &self.version, "main", "start"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,6 +63,9 @@ struct State {
     requests: Mutex<Vec<Recorded>>,
     arrived: Condvar,
     script: Script,
+    /// Requests being answered now, and the most there ever were at once.
+    active: AtomicUsize,
+    max_active: AtomicUsize,
 }
 
 /// A running receiver; stopped when dropped.
@@ -117,6 +120,8 @@ impl Receiver {
             requests: Mutex::new(Vec::new()),
             arrived: Condvar::new(),
             script: Box::new(script),
+            active: AtomicUsize::new(0),
+            max_active: AtomicUsize::new(0),
         });
         let server = serve(listener, tls, Arc::clone(&state));
         Receiver {
@@ -186,6 +191,11 @@ impl Receiver {
         self.state.requests.lock().unwrap().clone()
     }
 
+    /// The most requests this receiver was answering at once.
+    pub fn max_concurrent(&self) -> usize {
+        self.state.max_active.load(Ordering::SeqCst)
+    }
+
     pub fn count(&self) -> usize {
         self.state.requests.lock().unwrap().len()
     }
@@ -230,6 +240,16 @@ async fn record(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> 
         state.arrived.notify_all();
         requests.len() - 1
     };
+    // Counted until answered, or until the client goes away (the future is dropped).
+    struct Answering<'a>(&'a AtomicUsize);
+    impl Drop for Answering<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let active = state.active.fetch_add(1, Ordering::SeqCst) + 1;
+    let _answering = Answering(&state.active);
+    state.max_active.fetch_max(active, Ordering::SeqCst);
     let reply = (state.script)(n, &recorded);
     if !reply.delay.is_zero() {
         actix_rt::time::sleep(reply.delay).await;
