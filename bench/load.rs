@@ -10,7 +10,8 @@ use actix_web::web::Bytes;
 /// What to send, and how hard.
 #[derive(Clone)]
 pub struct Load {
-    pub url: String,
+    /// Connection `i` posts to `urls[i % urls.len()]` (several instances share the load).
+    pub urls: Vec<String>,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
     pub concurrency: usize,
@@ -38,7 +39,7 @@ impl LoadResult {
 
 /// Runs `load` on a thread of its own and returns when it is done.
 pub fn run(load: Load) -> LoadResult {
-    let url = load.url.clone();
+    let url = load.urls.join(", ");
     let result = std::thread::spawn(move || actix_rt::System::new().block_on(generate(load)))
         .join()
         .expect("load generator thread");
@@ -60,8 +61,9 @@ async fn generate(load: Load) -> LoadResult {
     let failed = Rc::new(Cell::new(0u64));
     let interval = load.rate.map(|r| Duration::from_secs_f64(1.0 / r));
     let mut tasks = Vec::new();
-    for _ in 0..load.concurrency {
+    for connection in 0..load.concurrency {
         let (client, load) = (client.clone(), load.clone());
+        let url = load.urls[connection % load.urls.len()].clone();
         let (issued, ok, failed) = (Rc::clone(&issued), Rc::clone(&ok), Rc::clone(&failed));
         tasks.push(actix_rt::spawn(async move {
             loop {
@@ -75,7 +77,7 @@ async fn generate(load: Load) -> LoadResult {
                     let due = started + interval.mul_f64(n as f64);
                     actix_rt::time::sleep_until(due.into()).await;
                 }
-                let mut request = client.post(&load.url);
+                let mut request = client.post(&url);
                 for (name, value) in &load.headers {
                     request = request.insert_header((name.as_str(), value.as_str()));
                 }

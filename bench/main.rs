@@ -20,7 +20,7 @@ use serde_json::json;
 
 use load::{Load, LoadResult};
 use receiver::{Latency, Mode, Receiver};
-use service::{Service, WRITE_KEY};
+use service::{Database, Service, Storage, WRITE_KEY};
 
 /// Measures webhookd on this machine and prints a table (and JSON) of the figures.
 #[derive(Parser)]
@@ -34,6 +34,16 @@ struct Args {
     /// Concurrent connections of the load generator.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// `sqlite`, or `postgres`: every scenario on SQLite and on PostgreSQL side by side,
+    /// then 1, 2 and 3 instances on one PostgreSQL database.
+    #[arg(long, default_value = "sqlite", value_parser = ["sqlite", "postgres"])]
+    backend: String,
+    /// The PostgreSQL server the scenarios create their databases on.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pg_url: String,
+    /// The backlog scenario's size on PostgreSQL (default: that of SQLite).
+    #[arg(long)]
+    pg_backlog: Option<u64>,
     /// The webhookd binary; default: the one beside this one.
     #[arg(long)]
     webhookd: Option<PathBuf>,
@@ -42,10 +52,20 @@ struct Args {
     json: PathBuf,
 }
 
+/// The figures of one run.
 #[derive(Serialize, Default)]
 struct Results {
     machine: String,
     baseline_requests_per_s: f64,
+    sqlite: BackendResults,
+    postgres: Option<BackendResults>,
+    /// 1, 2 and 3 instances on one PostgreSQL database.
+    cluster: Vec<ClusterResults>,
+}
+
+/// Every scenario on one backend.
+#[derive(Serialize, Default)]
+struct BackendResults {
     ingest_track_events_per_s: f64,
     ingest_batch_events_per_s: f64,
     e2e_full_delivered_per_s: f64,
@@ -59,6 +79,14 @@ struct Results {
     isolation_half_latency: Latency,
     fanout_deliveries_per_s: f64,
     fanout_events_per_s: f64,
+}
+
+/// Several instances on one database: load spread over all of them.
+#[derive(Serialize, Default)]
+struct ClusterResults {
+    instances: usize,
+    ingest_batch_events_per_s: f64,
+    e2e_delivered_per_s: f64,
 }
 
 fn track_body() -> Bytes {
@@ -107,6 +135,186 @@ fn end_to_end(load: Load, receiver: &Receiver, per_event: u64) -> (LoadResult, f
     (sent, rate)
 }
 
+/// What every scenario shares.
+struct Bench {
+    args: Args,
+    webhookd: PathBuf,
+    receiver: Receiver,
+}
+
+/// Fast retries, so that a backlog drains at delivery speed rather than on a long timer.
+const DELIVERY: &str = "backoff_initial_ms = 100\nbackoff_max_ms = 1000\n";
+
+impl Bench {
+    fn load(&self, urls: Vec<String>, body: Bytes) -> Load {
+        Load {
+            urls,
+            headers: auth(),
+            body,
+            concurrency: self.args.concurrency,
+            duration: Duration::from_secs(self.args.seconds),
+            max_requests: None,
+            rate: None,
+        }
+    }
+
+    /// A fresh store for one scenario (and what keeps it alive).
+    fn storage(&self, postgres: bool) -> (Storage, Option<Database>) {
+        if !postgres {
+            return (Storage::Sqlite, None);
+        }
+        let database = Database::create(&self.args.pg_url);
+        let storage = Storage::Postgres {
+            url: database.url.clone(),
+        };
+        (storage, Some(database))
+    }
+
+    fn start(&self, storage: &Storage, destinations: &[(&str, String)], delivery: &str) -> Service {
+        Service::start(&self.webhookd, storage, destinations, delivery)
+    }
+
+    /// Scenarios 2 to 6 on one backend.
+    fn scenarios(&self, postgres: bool, half_rate: Option<f64>) -> BackendResults {
+        let name = if postgres { "PostgreSQL" } else { "SQLite" };
+        let receiver = &self.receiver;
+        let mut r = BackendResults::default();
+
+        eprintln!("{name}: 2/6 ingest");
+        {
+            let (storage, _db) = self.storage(postgres);
+            let service = self.start(&storage, &[], DELIVERY);
+            r.ingest_track_events_per_s =
+                load::run(self.load(vec![service.url("/v1/track")], track_body())).per_second();
+            let batch = Load {
+                concurrency: self.args.concurrency.min(16),
+                ..self.load(vec![service.url("/v1/batch")], batch_body(100))
+            };
+            r.ingest_batch_events_per_s = load::run(batch).per_second() * 100.0;
+        }
+
+        eprintln!("{name}: 3/6 end to end");
+        {
+            let (storage, _db) = self.storage(postgres);
+            let service = self.start(&storage, &[("hook", receiver.url("/hook"))], DELIVERY);
+            let (_, rate) = end_to_end(
+                self.load(vec![service.url("/v1/track")], track_body()),
+                receiver,
+                1,
+            );
+            r.e2e_full_delivered_per_s = rate;
+            r.e2e_full_latency = receiver.latency();
+            // Both backends are measured at the same offered rate: SQLite's half load.
+            r.e2e_half_rate_per_s = half_rate.unwrap_or((rate / 2.0).max(1.0));
+            let half = Load {
+                rate: Some(r.e2e_half_rate_per_s),
+                ..self.load(vec![service.url("/v1/track")], track_body())
+            };
+            end_to_end(half, receiver, 1);
+            r.e2e_half_latency = receiver.latency();
+        }
+
+        let backlog = match (postgres, self.args.pg_backlog) {
+            (true, Some(n)) => n,
+            _ => self.args.backlog,
+        };
+        eprintln!("{name}: 4/6 backlog of {backlog}");
+        {
+            let (storage, _db) = self.storage(postgres);
+            let service = self.start(&storage, &[("hook", receiver.url("/hook"))], DELIVERY);
+            receiver.set_mode(Mode::Unavailable);
+            let ingest = Load {
+                concurrency: self.args.concurrency.min(16),
+                duration: Duration::from_secs(3600),
+                max_requests: Some(backlog.div_ceil(100)),
+                ..self.load(vec![service.url("/v1/batch")], batch_body(100))
+            };
+            receiver.reset();
+            let sent = load::run(ingest);
+            r.backlog_events = sent.ok * 100;
+            r.backlog_ingest_events_per_s = sent.per_second() * 100.0;
+            receiver.reset();
+            let started = Instant::now();
+            receiver.set_mode(Mode::Ok);
+            if !receiver.wait_for(r.backlog_events, Duration::from_secs(900)) {
+                eprintln!(
+                    "warning: backlog not drained: {} of {}",
+                    receiver.delivered(),
+                    r.backlog_events
+                );
+            }
+            r.backlog_drain_per_s = receiver.delivered() as f64 / started.elapsed().as_secs_f64();
+            r.backlog_peak_rss_mib = service.peak_rss_mib();
+        }
+
+        eprintln!("{name}: 5/6 isolation");
+        {
+            let destinations = [
+                ("healthy", receiver.url("/hook")),
+                ("hanging", receiver.url("/hang")),
+            ];
+            let (storage, _db) = self.storage(postgres);
+            let service = self.start(
+                &storage,
+                &destinations,
+                &format!("{DELIVERY}timeout_ms = 60000\n"),
+            );
+            let half = Load {
+                rate: Some(r.e2e_half_rate_per_s),
+                ..self.load(vec![service.url("/v1/track")], track_body())
+            };
+            end_to_end(half, receiver, 1);
+            r.isolation_half_latency = receiver.latency();
+        }
+
+        eprintln!("{name}: 6/6 fan-out");
+        {
+            let destinations: Vec<(&str, String)> = ["d1", "d2", "d3", "d4", "d5"]
+                .into_iter()
+                .map(|d| (d, receiver.url("/hook")))
+                .collect();
+            let (storage, _db) = self.storage(postgres);
+            let service = self.start(&storage, &destinations, DELIVERY);
+            let (_, rate) = end_to_end(
+                self.load(vec![service.url("/v1/track")], track_body()),
+                receiver,
+                5,
+            );
+            r.fanout_deliveries_per_s = rate;
+            r.fanout_events_per_s = rate / 5.0;
+        }
+        r
+    }
+
+    /// `instances` webhookd on one PostgreSQL database, six destinations (so that leases
+    /// spread), load spread over every instance.
+    fn cluster(&self, instances: usize) -> ClusterResults {
+        eprintln!("cluster: {instances} instance(s) on one database");
+        let receiver = &self.receiver;
+        let destinations: Vec<(&str, String)> = ["c1", "c2", "c3", "c4", "c5", "c6"]
+            .into_iter()
+            .map(|d| (d, receiver.url("/hook")))
+            .collect();
+        let (storage, _db) = self.storage(true);
+        let services: Vec<Service> = (0..instances)
+            .map(|_| self.start(&storage, &destinations, DELIVERY))
+            .collect();
+        // Leases settle: every destination owned before the load.
+        std::thread::sleep(Duration::from_secs(2));
+        let urls = |path: &str| services.iter().map(|s| s.url(path)).collect::<Vec<_>>();
+        let batch = Load {
+            concurrency: self.args.concurrency.min(16),
+            ..self.load(urls("/v1/batch"), batch_body(100))
+        };
+        let (sent, rate) = end_to_end(batch, receiver, 6);
+        ClusterResults {
+            instances,
+            ingest_batch_events_per_s: sent.per_second() * 100.0,
+            e2e_delivered_per_s: rate / 6.0,
+        }
+    }
+}
+
 fn main() {
     let args = Args::parse();
     let webhookd = args.webhookd.clone().unwrap_or_else(|| {
@@ -126,126 +334,28 @@ fn main() {
             "building webhookd failed"
         );
     }
-    let seconds = Duration::from_secs(args.seconds);
-    let receiver = Receiver::start();
+    let postgres = args.backend == "postgres";
+    let bench = Bench {
+        args,
+        webhookd,
+        receiver: Receiver::start(),
+    };
     let mut r = Results {
         machine: machine(),
         ..Results::default()
     };
-    let base_load = |url: String, body: Bytes| Load {
-        url,
-        headers: auth(),
-        body,
-        concurrency: args.concurrency,
-        duration: seconds,
-        max_requests: None,
-        rate: None,
-    };
-    // Fast retries, so that a backlog drains at delivery speed rather than on a long timer.
-    let delivery = "backoff_initial_ms = 100\nbackoff_max_ms = 1000\n";
-
     eprintln!("1/6 baseline");
     r.baseline_requests_per_s =
-        load::run(base_load(receiver.url("/baseline"), track_body())).per_second();
-
-    eprintln!("2/6 ingest");
-    {
-        let service = Service::start(&webhookd, &[], delivery);
-        r.ingest_track_events_per_s =
-            load::run(base_load(service.url("/v1/track"), track_body())).per_second();
-        let batch = Load {
-            concurrency: args.concurrency.min(16),
-            ..base_load(service.url("/v1/batch"), batch_body(100))
-        };
-        r.ingest_batch_events_per_s = load::run(batch).per_second() * 100.0;
+        load::run(bench.load(vec![bench.receiver.url("/baseline")], track_body())).per_second();
+    r.sqlite = bench.scenarios(false, None);
+    if postgres {
+        r.postgres = Some(bench.scenarios(true, Some(r.sqlite.e2e_half_rate_per_s)));
+        r.cluster = (1..=3).map(|n| bench.cluster(n)).collect();
     }
-
-    eprintln!("3/6 end to end");
-    {
-        let service = Service::start(&webhookd, &[("hook", receiver.url("/hook"))], delivery);
-        let (_, rate) = end_to_end(
-            base_load(service.url("/v1/track"), track_body()),
-            &receiver,
-            1,
-        );
-        r.e2e_full_delivered_per_s = rate;
-        r.e2e_full_latency = receiver.latency();
-        r.e2e_half_rate_per_s = (rate / 2.0).max(1.0);
-        let half = Load {
-            rate: Some(r.e2e_half_rate_per_s),
-            ..base_load(service.url("/v1/track"), track_body())
-        };
-        end_to_end(half, &receiver, 1);
-        r.e2e_half_latency = receiver.latency();
-    }
-
-    eprintln!("4/6 backlog of {}", args.backlog);
-    {
-        let service = Service::start(&webhookd, &[("hook", receiver.url("/hook"))], delivery);
-        receiver.set_mode(Mode::Unavailable);
-        let batches = args.backlog.div_ceil(100);
-        let ingest = Load {
-            concurrency: args.concurrency.min(16),
-            duration: Duration::from_secs(3600),
-            max_requests: Some(batches),
-            ..base_load(service.url("/v1/batch"), batch_body(100))
-        };
-        receiver.reset();
-        let sent = load::run(ingest);
-        r.backlog_events = sent.ok * 100;
-        r.backlog_ingest_events_per_s = sent.per_second() * 100.0;
-        receiver.reset();
-        let started = Instant::now();
-        receiver.set_mode(Mode::Ok);
-        if !receiver.wait_for(r.backlog_events, Duration::from_secs(900)) {
-            eprintln!(
-                "warning: backlog not drained: {} of {}",
-                receiver.delivered(),
-                r.backlog_events
-            );
-        }
-        r.backlog_drain_per_s = receiver.delivered() as f64 / started.elapsed().as_secs_f64();
-        r.backlog_peak_rss_mib = service.peak_rss_mib();
-    }
-
-    eprintln!("5/6 isolation");
-    {
-        let destinations = [
-            ("healthy", receiver.url("/hook")),
-            ("hanging", receiver.url("/hang")),
-        ];
-        let service = Service::start(
-            &webhookd,
-            &destinations,
-            &format!("{delivery}timeout_ms = 60000\n"),
-        );
-        let half = Load {
-            rate: Some(r.e2e_half_rate_per_s),
-            ..base_load(service.url("/v1/track"), track_body())
-        };
-        end_to_end(half, &receiver, 1);
-        r.isolation_half_latency = receiver.latency();
-    }
-
-    eprintln!("6/6 fan-out");
-    {
-        let destinations: Vec<(&str, String)> = ["d1", "d2", "d3", "d4", "d5"]
-            .into_iter()
-            .map(|d| (d, receiver.url("/hook")))
-            .collect();
-        let service = Service::start(&webhookd, &destinations, delivery);
-        let (_, rate) = end_to_end(
-            base_load(service.url("/v1/track"), track_body()),
-            &receiver,
-            5,
-        );
-        r.fanout_deliveries_per_s = rate;
-        r.fanout_events_per_s = rate / 5.0;
-    }
-
     print_table(&r);
-    std::fs::write(&args.json, serde_json::to_string_pretty(&r).unwrap()).expect("write JSON");
-    eprintln!("results written to {}", args.json.display());
+    std::fs::write(&bench.args.json, serde_json::to_string_pretty(&r).unwrap())
+        .expect("write JSON");
+    eprintln!("results written to {}", bench.args.json.display());
 }
 
 fn machine() -> String {
@@ -263,67 +373,99 @@ fn machine() -> String {
 
 fn print_table(r: &Results) {
     let base = r.baseline_requests_per_s.max(1e-9);
-    let ratio = |v: f64| format!("{:.2}", v / base);
     let latency = |l: &Latency| {
         format!(
             "p50 {} ms, p99 {} ms, max {} ms",
             l.p50_ms, l.p99_ms, l.max_ms
         )
     };
+    let backends: Vec<(&str, &BackendResults)> = std::iter::once(("SQLite", &r.sqlite))
+        .chain(r.postgres.as_ref().map(|p| ("PostgreSQL", p)))
+        .collect();
     println!("machine: {}", r.machine);
     println!(
-        "{:<44} {:>14} {:>8}  notes",
-        "scenario", "per second", "ratio"
+        "1 baseline: POST to a trivial receiver: {:.0} requests/s (ratio 1.00)",
+        r.baseline_requests_per_s
     );
-    let row = |name: &str, value: f64, notes: String| {
-        println!("{name:<44} {value:>14.0} {:>8}  {notes}", ratio(value));
-    };
-    row(
-        "1 baseline: POST to a trivial receiver",
-        r.baseline_requests_per_s,
-        "requests/s".into(),
-    );
-    row(
-        "2 ingest /v1/track (durable)",
-        r.ingest_track_events_per_s,
-        "events/s".into(),
-    );
-    row(
-        "2 ingest /v1/batch x100 (durable)",
-        r.ingest_batch_events_per_s,
-        "events/s".into(),
-    );
-    row(
-        "3 end to end, full load",
-        r.e2e_full_delivered_per_s,
-        format!("delivered/s; {}", latency(&r.e2e_full_latency)),
-    );
-    row(
-        "3 end to end, half load",
-        r.e2e_half_rate_per_s,
-        format!("offered/s; {}", latency(&r.e2e_half_latency)),
-    );
-    row(
-        "4 backlog ingest (receiver 503)",
-        r.backlog_ingest_events_per_s,
-        format!(
-            "{} events, peak RSS {:.0} MiB",
-            r.backlog_events, r.backlog_peak_rss_mib
-        ),
-    );
-    row(
-        "4 backlog drain",
-        r.backlog_drain_per_s,
-        "delivered/s".into(),
-    );
-    row(
-        "5 isolation: healthy beside a hanging one",
-        r.e2e_half_rate_per_s,
-        format!("offered/s; {}", latency(&r.isolation_half_latency)),
-    );
-    row(
-        "6 fan-out to 5 destinations",
-        r.fanout_deliveries_per_s,
-        format!("deliveries/s ({:.0} events/s)", r.fanout_events_per_s),
-    );
+    for (name, b) in &backends {
+        println!("\n{name}");
+        println!(
+            "{:<44} {:>14} {:>8}  notes",
+            "scenario", "per second", "ratio"
+        );
+        let row = |scenario: &str, value: f64, notes: String| {
+            println!(
+                "{scenario:<44} {value:>14.0} {:>8.2}  {notes}",
+                value / base
+            );
+        };
+        row(
+            "2 ingest /v1/track (durable)",
+            b.ingest_track_events_per_s,
+            "events/s".into(),
+        );
+        row(
+            "2 ingest /v1/batch x100 (durable)",
+            b.ingest_batch_events_per_s,
+            "events/s".into(),
+        );
+        row(
+            "3 end to end, full load",
+            b.e2e_full_delivered_per_s,
+            format!("delivered/s; {}", latency(&b.e2e_full_latency)),
+        );
+        row(
+            "3 end to end, half load",
+            b.e2e_half_rate_per_s,
+            format!("offered/s; {}", latency(&b.e2e_half_latency)),
+        );
+        row(
+            "4 backlog ingest (receiver 503)",
+            b.backlog_ingest_events_per_s,
+            format!(
+                "{} events, peak RSS {:.0} MiB",
+                b.backlog_events, b.backlog_peak_rss_mib
+            ),
+        );
+        row(
+            "4 backlog drain",
+            b.backlog_drain_per_s,
+            "delivered/s".into(),
+        );
+        row(
+            "5 isolation: healthy beside a hanging one",
+            b.e2e_half_rate_per_s,
+            format!("offered/s; {}", latency(&b.isolation_half_latency)),
+        );
+        row(
+            "6 fan-out to 5 destinations",
+            b.fanout_deliveries_per_s,
+            format!("deliveries/s ({:.0} events/s)", b.fanout_events_per_s),
+        );
+    }
+    if let Some(p) = &r.postgres {
+        let s = &r.sqlite;
+        println!("\nPostgreSQL against SQLite in this run");
+        println!(
+            "  /v1/batch durable ingest: {:.2} of SQLite's",
+            p.ingest_batch_events_per_s / s.ingest_batch_events_per_s.max(1e-9)
+        );
+        println!(
+            "  end to end delivered: {:.2} of SQLite's",
+            p.e2e_full_delivered_per_s / s.e2e_full_delivered_per_s.max(1e-9)
+        );
+    }
+    if !r.cluster.is_empty() {
+        println!("\ncluster: instances on one PostgreSQL database, /v1/batch x100 spread over all");
+        for c in &r.cluster {
+            println!(
+                "  {} instance(s): ingest {:.0} events/s ({:.2}), delivered end to end {:.0} events/s to each of 6 destinations ({:.2})",
+                c.instances,
+                c.ingest_batch_events_per_s,
+                c.ingest_batch_events_per_s / base,
+                c.e2e_delivered_per_s,
+                c.e2e_delivered_per_s / base
+            );
+        }
+    }
 }

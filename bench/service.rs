@@ -16,9 +16,38 @@ pub struct Service {
     dir: PathBuf,
 }
 
+/// Where a scenario's webhookd keeps its data.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    /// A SQLite file in the scenario's temp dir.
+    Sqlite,
+    /// This PostgreSQL database (shared by the instances of one scenario).
+    Postgres { url: String },
+}
+
+impl Storage {
+    fn toml(&self, dir: &Path) -> String {
+        match self {
+            Storage::Sqlite => format!(
+                "[storage]\npath = {:?}\n",
+                dir.join("webhookd.db").display().to_string()
+            ),
+            Storage::Postgres { url } => {
+                format!("[storage]\nbackend = \"postgres\"\nurl = {url:?}\nlease_s = 5\n")
+            }
+        }
+    }
+}
+
 impl Service {
-    /// Starts webhookd with one source `bench` whose destinations are `(name, url)`.
-    pub fn start(webhookd: &Path, destinations: &[(&str, String)], delivery: &str) -> Service {
+    /// Starts webhookd on `storage` with one source `bench` whose destinations are
+    /// `(name, url)`.
+    pub fn start(
+        webhookd: &Path,
+        storage: &Storage,
+        destinations: &[(&str, String)],
+        delivery: &str,
+    ) -> Service {
         static STARTED: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "webhookd-bench-{}-{}",
@@ -28,9 +57,9 @@ impl Service {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut config = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{ADMIN_TOKEN}\"\n\
-             [storage]\npath = {:?}\n[delivery]\n{delivery}\n\
+             {}[delivery]\n{delivery}\n\
              [[sources]]\nname = \"bench\"\nwrite_key = \"{WRITE_KEY}\"\n",
-            dir.join("webhookd.db").display().to_string()
+            storage.toml(&dir)
         );
         for (name, url) in destinations {
             config.push_str(&format!(
@@ -86,5 +115,70 @@ impl Drop for Service {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A PostgreSQL database of a scenario's own, on the server `admin_url` names; dropped
+/// (with its connections) afterwards.
+pub struct Database {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+impl Database {
+    pub fn create(admin_url: &str) -> Database {
+        static CREATED: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "webhookd_bench_{}_{}",
+            std::process::id(),
+            CREATED.fetch_add(1, Ordering::Relaxed)
+        );
+        admin(
+            admin_url,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        );
+        admin(admin_url, &format!("CREATE DATABASE {name}"));
+        let url = match admin_url.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => admin_url.to_string(),
+        };
+        Database {
+            admin_url: admin_url.to_string(),
+            name,
+            url,
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        admin(
+            &self.admin_url,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+/// Runs one statement on the server `url` names.
+fn admin(url: &str, sql: &str) {
+    let url = url.to_string();
+    let statement = sql.to_string();
+    let outcome = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let (client, connection) =
+                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+                tokio::spawn(connection);
+                client.batch_execute(&statement).await
+            })
+    })
+    .join()
+    .expect("admin thread");
+    if let Err(e) = outcome {
+        panic!("PostgreSQL: {sql}: {e}");
     }
 }

@@ -3,12 +3,13 @@
 
 use std::process::Command;
 
-#[test]
-fn the_benchmark_runs_every_scenario() {
+/// Runs the benchmark at a tiny size with `extra` arguments; its table and JSON.
+fn run_bench(extra: &[&str]) -> (String, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("results.json");
     let out = Command::new(env!("CARGO_BIN_EXE_webhookd-bench"))
         .args(["--seconds", "1", "--backlog", "300", "--concurrency", "4"])
+        .args(extra)
         .arg("--webhookd")
         .arg(env!("CARGO_BIN_EXE_webhookd"))
         .arg("--json")
@@ -20,21 +21,13 @@ fn the_benchmark_runs_every_scenario() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let table = String::from_utf8_lossy(&out.stdout);
-    for scenario in [
-        "1 baseline",
-        "2 ingest /v1/batch",
-        "3 end to end, half load",
-        "4 backlog drain",
-        "5 isolation",
-        "6 fan-out",
-    ] {
-        assert!(table.contains(scenario), "{scenario} missing from\n{table}");
-    }
-    let results: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    let results = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    (table, results)
+}
+
+fn check_backend(results: &serde_json::Value) {
     for key in [
-        "baseline_requests_per_s",
         "ingest_track_events_per_s",
         "ingest_batch_events_per_s",
         "e2e_full_delivered_per_s",
@@ -49,4 +42,39 @@ fn the_benchmark_runs_every_scenario() {
         );
     }
     assert_eq!(results["backlog_events"], 300);
+}
+
+#[test]
+fn the_benchmark_runs_every_scenario() {
+    let (table, results) = run_bench(&[]);
+    for scenario in [
+        "1 baseline",
+        "2 ingest /v1/batch",
+        "3 end to end, half load",
+        "4 backlog drain",
+        "5 isolation",
+        "6 fan-out",
+    ] {
+        assert!(table.contains(scenario), "{scenario} missing from\n{table}");
+    }
+    assert!(results["baseline_requests_per_s"].as_f64().unwrap() > 0.0);
+    check_backend(&results["sqlite"]);
+}
+
+#[test]
+fn the_benchmark_runs_on_postgresql_and_in_a_cluster() {
+    if !crate::common::postgres::postgres_available() {
+        return;
+    }
+    let (table, results) = run_bench(&["--backend", "postgres"]);
+    assert!(
+        table.contains("PostgreSQL against SQLite in this run"),
+        "{table}"
+    );
+    check_backend(&results["postgres"]);
+    let cluster = results["cluster"].as_array().unwrap();
+    assert_eq!(cluster.len(), 3);
+    for c in cluster {
+        assert!(c["e2e_delivered_per_s"].as_f64().unwrap() > 0.0, "{c}");
+    }
 }
