@@ -237,8 +237,10 @@ impl DeliveryActor {
             .settings
             .max_in_flight
             .saturating_sub(self.in_flight.len());
-        if free == 0 {
-            return; // A finishing attempt pumps again.
+        // Claims are taken a few slots at a time, not one per finished attempt: a claim
+        // is a store round trip. A finishing attempt pumps again.
+        if free == 0 || (!self.in_flight.is_empty() && free < self.claim_batch()) {
+            return;
         }
         self.fetching = true;
         self.fetch_started = Instant::now();
@@ -293,6 +295,11 @@ impl DeliveryActor {
                 idle_since: since,
             });
         }
+    }
+
+    /// Free slots worth a claim while attempts are in flight: a quarter of them.
+    fn claim_batch(&self) -> usize {
+        (self.settings.max_in_flight / 4).max(1)
     }
 
     fn idle_limit(&self) -> Duration {

@@ -81,112 +81,206 @@ pub(super) async fn claim_due(pool: Pool, claim: Claim) -> Result<DuePage, Store
     })
 }
 
-pub(super) async fn record_attempt(pool: Pool, outcome: AttemptOutcome) -> Result<(), StoreError> {
-    let mut client = pool.get().await.map_err(pool_error)?;
-    let tx = client.transaction().await.map_err(pg_error)?;
-    let last_error = outcome.attempts.iter().rev().find_map(|a| a.error.clone());
-    let first = outcome.first_attempt_at_ms;
-    // The claim fences the write: a delivery purged, finished or claimed by another since
-    // is left as it is.
-    let fence =
-        "WHERE id = $1 AND state = 'pending' AND claimed_by = $2 RETURNING source, destination";
-    let rows = match &outcome.update {
-        DeliveryUpdate::Delivered => {
-            tx.query(
-                &format!(
-                    "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1,
-                        first_attempt_at = $3, finished_at = $4, last_error = NULL,
-                        claimed_by = NULL, claim_until = NULL {fence}"
-                ),
-                &[
-                    &outcome.delivery_id,
-                    &outcome.claimer,
-                    &first,
-                    &outcome.now_ms,
-                ],
-            )
-            .await
+/// Outcomes waiting for the recorder; senders wait (asynchronously) when it is full.
+pub(super) const RECORD_QUEUE_CAPACITY: usize = 1024;
+/// Outcomes that share one transaction at most.
+const MAX_OUTCOMES_PER_COMMIT: usize = 512;
+
+/// One outcome to record and where to send the answer.
+pub(super) struct RecordJob {
+    pub outcome: AttemptOutcome,
+    pub reply: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Records outcomes in groups: every outcome waiting shares one transaction (one commit,
+/// one fsync), as appends do; each caller hears once its group is committed.
+pub(super) async fn record_loop(pool: Pool, mut queue: tokio::sync::mpsc::Receiver<RecordJob>) {
+    while let Some(first) = queue.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_OUTCOMES_PER_COMMIT {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
         }
-        DeliveryUpdate::RetryAt {
-            at_ms,
-            given_up_urls,
-        } => {
-            tx.query(
-                &format!(
-                    "UPDATE deliveries SET attempts = attempts + 1, first_attempt_at = $3,
-                        next_attempt_at = $4, given_up_urls = $5, last_error = $6,
-                        claimed_by = NULL, claim_until = NULL {fence}"
-                ),
-                &[
-                    &outcome.delivery_id,
-                    &outcome.claimer,
-                    &first,
-                    at_ms,
-                    &list_to_text(given_up_urls),
-                    &last_error,
-                ],
-            )
-            .await
-        }
-        DeliveryUpdate::Dead { reason } => {
-            tx.query(
-                &format!(
-                    "UPDATE deliveries SET state = 'dead', attempts = attempts + 1,
-                        first_attempt_at = $3, last_error = $4, finished_at = $5,
-                        claimed_by = NULL, claim_until = NULL {fence}"
-                ),
-                &[
-                    &outcome.delivery_id,
-                    &outcome.claimer,
-                    &first,
-                    reason,
-                    &outcome.now_ms,
-                ],
-            )
-            .await
+        let outcomes: Vec<&AttemptOutcome> = jobs.iter().map(|j| &j.outcome).collect();
+        let result = record_all(&pool, &outcomes).await;
+        for job in jobs {
+            let _ = job.reply.send(match &result {
+                Ok(()) => Ok(()),
+                Err(StoreError::Full) => Err(StoreError::Full),
+                Err(StoreError::Unavailable(why)) => Err(StoreError::Unavailable(why.clone())),
+                Err(e) => Err(StoreError::CommitFailed(e.to_string())),
+            });
         }
     }
-    .map_err(pg_error)?;
-    let Some(row) = rows.first() else {
-        return tx.commit().await.map_err(pg_error);
+}
+
+/// Records `outcomes` in one transaction: one statement per kind of update (each fenced
+/// by its claim), then the attempts of the deliveries updated, then each destination's
+/// latest error.
+async fn record_all(pool: &Pool, outcomes: &[&AttemptOutcome]) -> Result<(), StoreError> {
+    let mut client = pool.get().await.map_err(pool_error)?;
+    let tx = client.transaction().await.map_err(pg_error)?;
+    let last_error = |o: &AttemptOutcome| o.attempts.iter().rev().find_map(|a| a.error.clone());
+    let mut updated: Vec<(i64, String, String)> = Vec::new();
+    let (mut delivered, mut retried, mut dead) = (Vec::new(), Vec::new(), Vec::new());
+    for o in outcomes {
+        match &o.update {
+            DeliveryUpdate::Delivered => delivered.push(*o),
+            DeliveryUpdate::RetryAt { .. } => retried.push(*o),
+            DeliveryUpdate::Dead { .. } => dead.push(*o),
+        }
+    }
+    let ids = |list: &[&AttemptOutcome]| list.iter().map(|o| o.delivery_id).collect::<Vec<i64>>();
+    fn claimers<'a>(list: &[&'a AttemptOutcome]) -> Vec<&'a str> {
+        list.iter().map(|o| o.claimer.as_str()).collect()
+    }
+    let firsts = |list: &[&AttemptOutcome]| {
+        list.iter()
+            .map(|o| o.first_attempt_at_ms)
+            .collect::<Vec<i64>>()
     };
-    let (source, destination): (String, String) = (row.get(0), row.get(1));
-    let n = outcome.attempts.len();
-    let ids = vec![outcome.delivery_id; n];
-    let at: Vec<i64> = outcome.attempts.iter().map(|a| a.attempted_at_ms).collect();
-    let urls: Vec<&str> = outcome.attempts.iter().map(|a| a.url.as_str()).collect();
-    let statuses: Vec<Option<i32>> = outcome
-        .attempts
+    let nows = |list: &[&AttemptOutcome]| list.iter().map(|o| o.now_ms).collect::<Vec<i64>>();
+    let fence = "d.id = k.id AND d.state = 'pending' AND d.claimed_by = k.claimer
+                 RETURNING d.id, d.source, d.destination";
+    if !delivered.is_empty() {
+        let rows = tx
+            .query(
+                &format!(
+                    "UPDATE deliveries d SET state = 'delivered', attempts = d.attempts + 1,
+                        first_attempt_at = k.first, finished_at = k.now, last_error = NULL,
+                        claimed_by = NULL, claim_until = NULL
+                     FROM unnest($1::int8[], $2::text[], $3::int8[], $4::int8[])
+                         AS k(id, claimer, first, now)
+                     WHERE {fence}"
+                ),
+                &[
+                    &ids(&delivered),
+                    &claimers(&delivered),
+                    &firsts(&delivered),
+                    &nows(&delivered),
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        updated.extend(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))));
+    }
+    if !retried.is_empty() {
+        let (mut at, mut given_up) = (Vec::new(), Vec::new());
+        for o in &retried {
+            if let DeliveryUpdate::RetryAt {
+                at_ms,
+                given_up_urls,
+            } = &o.update
+            {
+                at.push(*at_ms);
+                given_up.push(list_to_text(given_up_urls));
+            }
+        }
+        let errors: Vec<Option<String>> = retried.iter().map(|o| last_error(o)).collect();
+        let rows = tx
+            .query(
+                &format!(
+                    "UPDATE deliveries d SET attempts = d.attempts + 1, first_attempt_at = k.first,
+                        next_attempt_at = k.at, given_up_urls = k.given_up, last_error = k.error,
+                        claimed_by = NULL, claim_until = NULL
+                     FROM unnest($1::int8[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::text[])
+                         AS k(id, claimer, first, at, given_up, error)
+                     WHERE {fence}"
+                ),
+                &[
+                    &ids(&retried),
+                    &claimers(&retried),
+                    &firsts(&retried),
+                    &at,
+                    &given_up,
+                    &errors,
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        updated.extend(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))));
+    }
+    if !dead.is_empty() {
+        let reasons: Vec<&str> = dead
+            .iter()
+            .map(|o| match &o.update {
+                DeliveryUpdate::Dead { reason } => reason.as_str(),
+                _ => "",
+            })
+            .collect();
+        let rows = tx
+            .query(
+                &format!(
+                    "UPDATE deliveries d SET state = 'dead', attempts = d.attempts + 1,
+                        first_attempt_at = k.first, last_error = k.reason, finished_at = k.now,
+                        claimed_by = NULL, claim_until = NULL
+                     FROM unnest($1::int8[], $2::text[], $3::int8[], $4::int8[], $5::text[])
+                         AS k(id, claimer, first, now, reason)
+                     WHERE {fence}"
+                ),
+                &[
+                    &ids(&dead),
+                    &claimers(&dead),
+                    &firsts(&dead),
+                    &nows(&dead),
+                    &reasons,
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        updated.extend(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))));
+    }
+    // Only deliveries updated under their claim keep their attempts.
+    let kept: std::collections::HashMap<i64, (String, String)> =
+        updated.into_iter().map(|(id, s, d)| (id, (s, d))).collect();
+    let mut a_ids = Vec::new();
+    let mut a_at = Vec::new();
+    let mut a_urls: Vec<&str> = Vec::new();
+    let mut a_status: Vec<Option<i32>> = Vec::new();
+    let mut a_errors: Vec<Option<&str>> = Vec::new();
+    let mut a_latency = Vec::new();
+    let mut a_bodies: Vec<Option<&str>> = Vec::new();
+    let mut latest_errors: std::collections::BTreeMap<(String, String), (String, i64)> =
+        std::collections::BTreeMap::new();
+    for o in outcomes
         .iter()
-        .map(|a| a.status.map(i32::from))
-        .collect();
-    let errors: Vec<Option<&str>> = outcome
-        .attempts
-        .iter()
-        .map(|a| a.error.as_deref())
-        .collect();
-    let latencies: Vec<i64> = outcome
-        .attempts
-        .iter()
-        .map(|a| i64::try_from(a.latency_ms).unwrap_or(i64::MAX))
-        .collect();
-    let bodies: Vec<Option<&str>> = outcome
-        .attempts
-        .iter()
-        .map(|a| a.response_body.as_deref())
-        .collect();
-    tx.execute(
-        "INSERT INTO attempts (delivery_id, attempted_at, url, status, error, latency_ms, response_body)
-         SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int4[], $5::text[], $6::int8[], $7::text[])",
-        &[&ids, &at, &urls, &statuses, &errors, &latencies, &bodies],
-    )
-    .await
-    .map_err(pg_error)?;
-    if let Some(error) = &last_error {
+        .filter(|o| kept.contains_key(&o.delivery_id))
+    {
+        for a in &o.attempts {
+            a_ids.push(o.delivery_id);
+            a_at.push(a.attempted_at_ms);
+            a_urls.push(&a.url);
+            a_status.push(a.status.map(i32::from));
+            a_errors.push(a.error.as_deref());
+            a_latency.push(i64::try_from(a.latency_ms).unwrap_or(i64::MAX));
+            a_bodies.push(a.response_body.as_deref());
+        }
+        if let Some(error) = last_error(o) {
+            latest_errors.insert(kept[&o.delivery_id].clone(), (error, o.now_ms));
+        }
+    }
+    if !a_ids.is_empty() {
         tx.execute(
-            "INSERT INTO destination_errors (source, destination, error, at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (source, destination) DO UPDATE SET error = $3, at = $4",
-            &[&source, &destination, error, &outcome.now_ms],
+            "INSERT INTO attempts (delivery_id, attempted_at, url, status, error, latency_ms, response_body)
+             SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int4[], $5::text[], $6::int8[], $7::text[])",
+            &[&a_ids, &a_at, &a_urls, &a_status, &a_errors, &a_latency, &a_bodies],
+        )
+        .await
+        .map_err(pg_error)?;
+    }
+    if !latest_errors.is_empty() {
+        let (keys, values): (Vec<_>, Vec<_>) = latest_errors.into_iter().unzip();
+        let sources: Vec<&str> = keys.iter().map(|(s, _)| s.as_str()).collect();
+        let destinations: Vec<&str> = keys.iter().map(|(_, d)| d.as_str()).collect();
+        let errors: Vec<&str> = values.iter().map(|(e, _)| e.as_str()).collect();
+        let at: Vec<i64> = values.iter().map(|(_, t)| *t).collect();
+        tx.execute(
+            "INSERT INTO destination_errors (source, destination, error, at)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[])
+             ON CONFLICT (source, destination) DO UPDATE SET error = EXCLUDED.error, at = EXCLUDED.at",
+            &[&sources, &destinations, &errors, &at],
         )
         .await
         .map_err(pg_error)?;

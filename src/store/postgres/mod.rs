@@ -81,6 +81,7 @@ pub struct PostgresStore {
     runtime: OwnRuntime,
     pool: Pool,
     appends: mpsc::Sender<ingest::AppendJob>,
+    records: mpsc::Sender<delivery::RecordJob>,
     signals: std::sync::Mutex<Option<mpsc::Receiver<ClusterSignal>>>,
     health: Arc<HealthCell>,
 }
@@ -157,12 +158,15 @@ impl PostgresStore {
         })?;
         let (appends, queue) = mpsc::channel(ingest::QUEUE_CAPACITY);
         rt.spawn(ingest::write_loop(append_pool, queue, on_commit));
+        let (records, record_queue) = mpsc::channel(delivery::RECORD_QUEUE_CAPACITY);
+        rt.spawn(delivery::record_loop(pool.clone(), record_queue));
         let (signal_tx, signal_rx) = mpsc::channel(listen::SIGNAL_CAPACITY);
         rt.spawn(listen::listen_loop(pg_config, signal_tx));
         Ok(PostgresStore {
             runtime,
             pool,
             appends,
+            records,
             signals: std::sync::Mutex::new(Some(signal_rx)),
             health: Arc::new(HealthCell::new()),
         })
@@ -350,7 +354,18 @@ impl Store for PostgresStore {
     }
 
     fn record_attempt(&self, outcome: AttemptOutcome) -> StoreFuture<()> {
-        self.run(true, move |pool| delivery::record_attempt(pool, outcome))
+        let records = self.records.clone();
+        let health = Arc::clone(&self.health);
+        Box::pin(async move {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            records
+                .send(delivery::RecordJob { outcome, reply })
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            let result = answer.await.map_err(|_| StoreError::Closed)?;
+            health.observe(&result, true);
+            result
+        })
     }
 
     fn pending_destinations(&self) -> StoreFuture<Vec<DestinationKey>> {
