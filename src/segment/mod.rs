@@ -3,6 +3,9 @@
 
 pub mod canonical;
 pub mod event;
+pub mod fql;
+pub mod js;
+pub mod mapping;
 pub mod time;
 
 pub use canonical::{object_to_canonical_json, to_canonical_json};
