@@ -49,6 +49,8 @@ const RESTART_PAUSE: Duration = Duration::from_secs(1);
 /// this only catches a signal lost (a full mailbox, a dropped notification). Jittered,
 /// so that thousands of idle destinations do not look all at once.
 const IDLE_POLL: Duration = Duration::from_secs(30);
+/// Outcomes being committed, per request slot, before the actor waits for the store.
+const RECORDING_PER_SLOT: usize = 4;
 /// While the store cannot be written, look again this often.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 /// Numbers each actor's life, so that each restart claims under a name of its own.
@@ -142,9 +144,13 @@ pub struct DeliveryActor {
     metrics: Arc<Metrics>,
     /// Built on the actor's own thread: `awc::Client` is not `Send`.
     client: Option<awc::Client>,
-    /// Deliveries being attempted, until their outcome is committed, with the future
-    /// doing it (to cancel a purged one).
+    /// Deliveries whose requests are on the wire, with the future sending them (to cancel
+    /// a purged one): at most `max_in_flight`.
     in_flight: HashMap<i64, SpawnHandle>,
+    /// Deliveries whose outcome is being committed: they stay claimed, so no one sends
+    /// them again meanwhile, but they hold no request slot (a slow commit does not slow
+    /// the receiver's traffic). Bounded by [`RECORDING_PER_SLOT`] × `max_in_flight`.
+    recording: HashMap<i64, SpawnHandle>,
     /// A claim of due work is running.
     fetching: bool,
     /// More work was signalled while fetching: fetch again when done.
@@ -160,7 +166,7 @@ pub struct DeliveryActor {
     restarted: bool,
     /// Attempts made whose record the store could not take (it was full or unreachable):
     /// held, and recorded when it can write again, never sent again meanwhile. Their
-    /// deliveries stay in `in_flight`, so nothing else starts while they wait.
+    /// deliveries stay in `recording`, so nothing else starts while they wait.
     unrecorded: Vec<(DueDelivery, AttemptOutcome)>,
     /// Told when the actor has been idle long enough to be retired.
     on_idle: Recipient<ActorIdle>,
@@ -192,6 +198,7 @@ impl DeliveryActor {
             metrics,
             client: None,
             in_flight: HashMap::new(),
+            recording: HashMap::new(),
             fetching: false,
             fetch_again: false,
             wake: None,
@@ -242,6 +249,9 @@ impl DeliveryActor {
         if free == 0 || (!self.in_flight.is_empty() && free < self.claim_batch()) {
             return;
         }
+        if self.recording.len() >= RECORDING_PER_SLOT * self.settings.max_in_flight {
+            return; // A finished commit pumps again.
+        }
         self.fetching = true;
         self.fetch_started = Instant::now();
         let now = now_ms();
@@ -279,8 +289,10 @@ impl DeliveryActor {
 
     /// Notes whether anything is pending, and reports a long idleness to the router.
     fn track_idleness(&mut self, page: &DuePage) {
-        let idle =
-            page.due.is_empty() && page.next_due_at_ms.is_none() && self.in_flight.is_empty();
+        let idle = page.due.is_empty()
+            && page.next_due_at_ms.is_none()
+            && self.in_flight.is_empty()
+            && self.recording.is_empty();
         if !idle {
             self.idle_since = None;
             self.idle_reported = false;
@@ -313,7 +325,8 @@ impl DeliveryActor {
                 break;
             }
             // A held outcome's claim may have run out: it is not attempted again.
-            if !self.in_flight.contains_key(&delivery.delivery_id) {
+            let id = delivery.delivery_id;
+            if !self.in_flight.contains_key(&id) && !self.recording.contains_key(&id) {
                 self.start_attempt(delivery, ctx);
             }
         }
@@ -468,10 +481,13 @@ impl DeliveryActor {
                 );
             }
         }
+        // The request is done: its slot is free; the delivery stays claimed until recorded.
+        self.in_flight.remove(&delivery.delivery_id);
         self.record(delivery, outcome, ctx);
+        self.pump(ctx);
     }
 
-    /// Commits an attempt's outcome; only then does its delivery leave the in-flight set.
+    /// Commits an attempt's outcome; only then does its delivery leave the actor.
     /// An outcome the store cannot take is held and recorded later: the delivery is not
     /// sent again meanwhile.
     fn record(&mut self, delivery: DueDelivery, outcome: AttemptOutcome, ctx: &mut Context<Self>) {
@@ -486,7 +502,7 @@ impl DeliveryActor {
         let recording = ctx.spawn(record.into_actor(self).map(move |result, actor, ctx| {
             match result {
                 Ok(()) => {
-                    actor.in_flight.remove(&id);
+                    actor.recording.remove(&id);
                     actor.tell_drained();
                     if let Some(outcome) = finished {
                         actor
@@ -521,7 +537,7 @@ impl DeliveryActor {
                 }
             }
         }));
-        self.in_flight.insert(id, recording);
+        self.recording.insert(id, recording);
     }
 
     /// Tries again to record the outcomes the store could not take.
@@ -549,7 +565,7 @@ impl DeliveryActor {
 impl DeliveryActor {
     /// When draining and nothing is in flight any more, says so to whoever waits.
     fn tell_drained(&mut self) {
-        if self.in_flight.is_empty() {
+        if self.in_flight.is_empty() && self.recording.is_empty() {
             if let Some(waiters) = self.draining.as_mut() {
                 for waiter in waiters.drain(..) {
                     let _ = waiter.send(());
@@ -689,6 +705,7 @@ impl Supervised for DeliveryActor {
         // The old context's futures are gone: whatever was in flight is still pending in
         // the store and will be attempted again.
         self.in_flight.clear();
+        self.recording.clear();
         self.restarted = true;
         self.fetching = false;
         self.fetch_again = false;
@@ -716,9 +733,11 @@ impl Handler<Cancel> for DeliveryActor {
 
     fn handle(&mut self, msg: Cancel, ctx: &mut Context<Self>) {
         for id in msg.delivery_ids {
-            if let Some(attempt) = self.in_flight.remove(&id) {
-                ctx.cancel_future(attempt);
-                log::debug!("delivery {}: delivery {id} cancelled", self.name());
+            for map in [&mut self.in_flight, &mut self.recording] {
+                if let Some(attempt) = map.remove(&id) {
+                    ctx.cancel_future(attempt);
+                    log::debug!("delivery {id} cancelled");
+                }
             }
         }
         self.pump(ctx);

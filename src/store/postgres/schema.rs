@@ -51,8 +51,10 @@ CREATE TABLE deliveries (
     claim_until      BIGINT,                           -- ms; after this the claim is void
     claim_epoch      BIGINT                            -- the lease epoch it was claimed under
 ) WITH (fillfactor = 70);
+-- Due work in claim order (next_attempt_at, id): a claim reads the index from its start,
+-- never sorts the backlog.
 CREATE INDEX deliveries_due
-    ON deliveries (source, destination, next_attempt_at) WHERE state = 'pending';
+    ON deliveries (source, destination, next_attempt_at, id) WHERE state = 'pending';
 CREATE INDEX deliveries_by_event ON deliveries (event_id);
 CREATE INDEX deliveries_dead
     ON deliveries (source, destination, finished_at) WHERE state = 'dead';
