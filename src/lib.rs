@@ -30,6 +30,7 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod metrics;
+pub mod redact;
 pub mod secret;
 pub mod segment;
 pub mod store;

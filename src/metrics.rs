@@ -15,7 +15,8 @@ pub struct Metrics {
     /// `webhookd_events_rejected_total{source,reason}`: events refused at ingest.
     pub events_rejected: IntCounterVec,
     /// `webhookd_events_filtered_total{source,destination,reason}`: events not delivered to
-    /// a destination because of what they say (`integrations` flags).
+    /// a destination because of what they say: `integrations` flags, or not matching its
+    /// trigger (`subscribe`).
     pub events_filtered: IntCounterVec,
     /// `webhookd_deliveries_total{source,destination,outcome}`: finished deliveries
     /// (`delivered` or `dead`).

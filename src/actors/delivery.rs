@@ -5,42 +5,42 @@
 //! actor claims due deliveries from the store (under its instance's lease on the
 //! destination, for longer than an attempt can take) when told new work is there
 //! ([`WorkAvailable`]), when an attempt finishes, and on a timer set for the next
-//! scheduled retry. One attempt posts to every URL still worth trying, concurrently;
-//! its requests and the delivery's new state are committed together, under the claim,
-//! before the delivery leaves the in-flight set. Anything the actor loses by stopping (a
+//! scheduled retry. One request carries one delivery, or a batch of them when the
+//! destination batches (claimed deliveries wait in a small buffer until `batch_size` are
+//! there or the oldest has waited `batch_wait_ms`); what it carries and how it is signed
+//! is [`crate::delivery::request`]'s to build. One attempt sends to every URL still worth
+//! trying, concurrently; its requests and each delivery's new state are committed
+//! together, under the claim, before the delivery leaves the actor. Anything the actor loses by stopping (a
 //! supervisor restart, a crash) is therefore still pending in the store and is attempted
 //! again: delivery is at least once. What to make of an attempt's results is
 //! [`crate::delivery::decision`]'s to say.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use actix_web::http::header::RETRY_AFTER;
 use actix_web::web::Bytes;
 use chrono::Utc;
 use futures_util::future::join_all;
 use futures_util::StreamExt;
 
 use crate::clock::now_ms;
-use crate::config::{DeliveryConfig, DestinationConfig};
+use crate::config::{DeliveryConfig, Method};
 use crate::delivery::backoff::parse_retry_after;
 use crate::delivery::client::build_client;
 use crate::delivery::decision::{decide, History, RetryPolicy, UrlVerdict};
 use crate::delivery::outcome::{classify_error, classify_status, UrlOutcome};
-use crate::delivery::signature::sign;
+use crate::delivery::request::{build, Request as Outgoing};
+pub use crate::delivery::request::{Target, UrlTarget};
 use crate::metrics::Metrics;
-use crate::secret::Secret;
 use crate::store::{
     AttemptOutcome, AttemptRecord, Claim, DeliveryUpdate, DueDelivery, DuePage, Lease, Store,
     StoreError,
 };
 
-/// Segment's webhooks identify themselves with this User-Agent.
-const SEGMENT_USER_AGENT: &str = "Segment.io/1.0";
 /// How much of a response body an attempt keeps.
 const RESPONSE_BODY_KEPT: usize = 1024;
 /// After a supervisor restart, the actor waits this long before sending again.
@@ -49,6 +49,8 @@ const RESTART_PAUSE: Duration = Duration::from_secs(1);
 /// this only catches a signal lost (a full mailbox, a dropped notification). Jittered,
 /// so that thousands of idle destinations do not look all at once.
 const IDLE_POLL: Duration = Duration::from_secs(30);
+/// Claimed deliveries waiting for a request, at most, in batches of the destination.
+const BUFFERED_BATCHES: usize = 4;
 /// Outcomes being committed, per request slot, before the actor waits for the store.
 const RECORDING_PER_SLOT: usize = 4;
 /// While the store cannot be written, look again this often.
@@ -83,54 +85,6 @@ pub struct ActorIdle {
 #[rtype(result = "()")]
 pub struct Fail;
 
-/// Where and how one destination's requests are sent.
-#[derive(Debug)]
-pub struct Target {
-    pub source: String,
-    pub destination: String,
-    pub urls: Vec<UrlTarget>,
-    pub shared_secret: Option<Secret>,
-}
-
-/// One URL and the headers its requests carry (the destination's, then its own).
-#[derive(Debug, Clone)]
-pub struct UrlTarget {
-    pub url: String,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-}
-
-impl Target {
-    pub fn new(source: &str, destination: &DestinationConfig) -> Target {
-        let parse = |headers: &[(String, String)]| -> Vec<(HeaderName, HeaderValue)> {
-            // Names and values were validated with the config.
-            headers
-                .iter()
-                .filter_map(|(n, v)| {
-                    Some((
-                        HeaderName::from_str(n).ok()?,
-                        HeaderValue::from_str(v).ok()?,
-                    ))
-                })
-                .collect()
-        };
-        let shared = parse(&destination.headers);
-        let urls = destination
-            .urls
-            .iter()
-            .map(|u| UrlTarget {
-                url: u.url.clone(),
-                headers: shared.iter().cloned().chain(parse(&u.headers)).collect(),
-            })
-            .collect();
-        Target {
-            source: source.to_string(),
-            destination: destination.name.clone(),
-            urls,
-            shared_secret: destination.shared_secret.clone(),
-        }
-    }
-}
-
 /// Sends one destination's deliveries.
 pub struct DeliveryActor {
     target: Arc<Target>,
@@ -144,9 +98,15 @@ pub struct DeliveryActor {
     metrics: Arc<Metrics>,
     /// Built on the actor's own thread: `awc::Client` is not `Send`.
     client: Option<awc::Client>,
-    /// Deliveries whose requests are on the wire, with the future sending them (to cancel
-    /// a purged one): at most `max_in_flight`.
+    /// Requests on the wire, by their first delivery's id, with the future sending them
+    /// (to cancel a purged one): at most `max_in_flight`.
     in_flight: HashMap<i64, SpawnHandle>,
+    /// The request each delivery on the wire travels in.
+    members: HashMap<i64, i64>,
+    /// Claimed deliveries waiting for a request (a batch to fill, or a free slot).
+    buffer: Vec<DueDelivery>,
+    /// When a partial batch is to go.
+    batch_timer: Option<SpawnHandle>,
     /// Deliveries whose outcome is being committed: they stay claimed, so no one sends
     /// them again meanwhile, but they hold no request slot (a slow commit does not slow
     /// the receiver's traffic). Bounded by [`RECORDING_PER_SLOT`] × `max_in_flight`.
@@ -198,6 +158,9 @@ impl DeliveryActor {
             metrics,
             client: None,
             in_flight: HashMap::new(),
+            members: HashMap::new(),
+            buffer: Vec::new(),
+            batch_timer: None,
             recording: HashMap::new(),
             fetching: false,
             fetch_again: false,
@@ -252,6 +215,13 @@ impl DeliveryActor {
         if self.recording.len() >= RECORDING_PER_SLOT * self.settings.max_in_flight {
             return; // A finished commit pumps again.
         }
+        let batch = self.target.batch_size;
+        let room = (free * batch)
+            .min(BUFFERED_BATCHES * batch)
+            .saturating_sub(self.buffer.len());
+        if room == 0 {
+            return; // Sending what is buffered pumps again.
+        }
         self.fetching = true;
         self.fetch_started = Instant::now();
         let now = now_ms();
@@ -261,8 +231,8 @@ impl DeliveryActor {
             claimer: self.claimer.clone(),
             lease: self.lease.clone(),
             now_ms: now,
-            claim_until_ms: now + claim_duration(&self.settings).as_millis() as i64,
-            limit: free,
+            claim_until_ms: now + claim_duration(&self.settings, &self.target).as_millis() as i64,
+            limit: room,
         };
         ctx.spawn(
             self.store
@@ -292,7 +262,8 @@ impl DeliveryActor {
         let idle = page.due.is_empty()
             && page.next_due_at_ms.is_none()
             && self.in_flight.is_empty()
-            && self.recording.is_empty();
+            && self.recording.is_empty()
+            && self.buffer.is_empty();
         if !idle {
             self.idle_since = None;
             self.idle_reported = false;
@@ -321,18 +292,57 @@ impl DeliveryActor {
     fn start_due(&mut self, page: DuePage, ctx: &mut Context<Self>) {
         self.track_idleness(&page);
         for delivery in page.due {
-            if self.in_flight.len() >= self.settings.max_in_flight {
-                break;
-            }
             // A held outcome's claim may have run out: it is not attempted again.
             let id = delivery.delivery_id;
-            if !self.in_flight.contains_key(&id) && !self.recording.contains_key(&id) {
-                self.start_attempt(delivery, ctx);
+            let held = self.members.contains_key(&id)
+                || self.recording.contains_key(&id)
+                || self.buffer.iter().any(|d| d.delivery_id == id);
+            if !held {
+                self.buffer.push(delivery);
             }
         }
+        self.send_buffered(ctx);
         self.schedule_wake(page.next_due_at_ms, ctx);
         if std::mem::take(&mut self.fetch_again) {
             self.pump(ctx);
+        }
+    }
+
+    /// Sends what is buffered while request slots are free: deliveries one by one, or
+    /// full batches, or a partial batch whose oldest delivery has waited `batch_wait`
+    /// (a timer is set for the next one to be due).
+    fn send_buffered(&mut self, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.batch_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        while self.in_flight.len() < self.settings.max_in_flight && !self.buffer.is_empty() {
+            let first = &self.buffer[0];
+            if !self.target.batches(first) {
+                let single = self.buffer.remove(0);
+                self.start_request(vec![single], ctx);
+                continue;
+            }
+            let batchable: Vec<usize> = (0..self.buffer.len())
+                .filter(|i| self.target.batches(&self.buffer[*i]))
+                .take(self.target.batch_size)
+                .collect();
+            let oldest = self.buffer[batchable[0]].due_at_ms;
+            let wait = self.target.batch_wait.as_millis() as i64;
+            let due = oldest.saturating_add(wait);
+            if batchable.len() < self.target.batch_size && now_ms() < due {
+                let delay = Duration::from_millis(due.saturating_sub(now_ms()).max(0) as u64);
+                self.batch_timer = Some(ctx.run_later(delay, |actor, ctx| {
+                    actor.batch_timer = None;
+                    actor.send_buffered(ctx);
+                }));
+                break;
+            }
+            let mut batch = Vec::with_capacity(batchable.len());
+            for i in batchable.into_iter().rev() {
+                batch.push(self.buffer.remove(i));
+            }
+            batch.reverse();
+            self.start_request(batch, ctx);
         }
     }
 
@@ -351,8 +361,29 @@ impl DeliveryActor {
         }));
     }
 
-    fn start_attempt(&mut self, delivery: DueDelivery, ctx: &mut Context<Self>) {
-        let delivery_id = delivery.delivery_id;
+    /// Sends one request carrying `deliveries` to every URL still worth trying for one
+    /// of them; each delivery's outcome is then decided and recorded on its own.
+    fn start_request(&mut self, deliveries: Vec<DueDelivery>, ctx: &mut Context<Self>) {
+        let built = build(&self.target, &deliveries, now_ms() / 1000);
+        let mut carried = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            match built
+                .failed
+                .iter()
+                .find(|(id, _)| *id == delivery.delivery_id)
+            {
+                // Its body cannot be made: no retry makes it (until a reload changes the
+                // mapping and the dead letter is replayed).
+                Some((_, why)) => {
+                    let outcome = self.unsent(&delivery, why.clone());
+                    self.finish_attempt(delivery, outcome, ctx);
+                }
+                None => carried.push(delivery),
+            }
+        }
+        let Some(request) = built.request else {
+            return;
+        };
         let client = self
             .client
             .get_or_insert_with(|| {
@@ -361,45 +392,77 @@ impl DeliveryActor {
                 build_client(Arc::clone(&self.tls), timeout, connections)
             })
             .clone();
-        let body = Bytes::from(delivery.body.clone());
-        let signature = self
-            .target
-            .shared_secret
-            .as_ref()
-            .map(|secret| sign(secret.expose(), &body));
         let requests = self
             .target
             .urls
             .iter()
-            .filter(|url| !delivery.given_up_urls.contains(&url.url))
+            .filter(|url| carried.iter().any(|d| !d.given_up_urls.contains(&url.url)))
             .map(|url| {
                 send_one(
                     client.clone(),
                     url.clone(),
-                    body.clone(),
-                    signature.clone(),
+                    request.clone(),
                     self.settings.timeout_ms,
                 )
             })
             .collect::<Vec<_>>();
-        let first_attempt_at_ms = delivery.first_attempt_at_ms.unwrap_or_else(now_ms);
+        let key = carried[0].delivery_id;
+        for d in &carried {
+            self.members.insert(d.delivery_id, key);
+        }
         let attempt = ctx.spawn(join_all(requests).into_actor(self).map(
             move |results, actor, ctx| {
-                let outcome = actor.conclude(&delivery, first_attempt_at_ms, results);
-                actor.finish_attempt(delivery, outcome, ctx);
+                actor.in_flight.remove(&key);
+                actor.count_requests(&results);
+                for delivery in carried {
+                    actor.members.remove(&delivery.delivery_id);
+                    let outcome = actor.conclude(&delivery, &results);
+                    actor.finish_attempt(delivery, outcome, ctx);
+                }
+                actor.send_buffered(ctx);
+                actor.pump(ctx);
             },
         ));
-        self.in_flight.insert(delivery_id, attempt);
+        self.in_flight.insert(key, attempt);
     }
 
-    /// The outcome of an attempt: the decision on the delivery, the requests to record,
-    /// and the metrics.
-    fn conclude(
-        &self,
-        delivery: &DueDelivery,
-        first_attempt_at_ms: i64,
-        results: Vec<UrlResult>,
-    ) -> AttemptOutcome {
+    /// The outcome of a delivery that could not be sent at all.
+    fn unsent(&self, delivery: &DueDelivery, reason: String) -> AttemptOutcome {
+        let now = now_ms();
+        AttemptOutcome {
+            delivery_id: delivery.delivery_id,
+            claimer: self.claimer.clone(),
+            now_ms: now,
+            first_attempt_at_ms: delivery.first_attempt_at_ms.unwrap_or(now),
+            attempts: Vec::new(),
+            update: DeliveryUpdate::Dead { reason },
+        }
+    }
+
+    /// Counts one attempt's requests in the metrics.
+    fn count_requests(&self, results: &[UrlResult]) {
+        let labels = [
+            self.target.source.as_str(),
+            self.target.destination.as_str(),
+        ];
+        for result in results {
+            let class = match result.record.status {
+                Some(s) => format!("{}xx", s / 100),
+                None => "error".into(),
+            };
+            self.metrics
+                .attempts
+                .with_label_values(&[labels[0], labels[1], class.as_str()])
+                .inc();
+            self.metrics
+                .attempt_duration
+                .with_label_values(&labels)
+                .observe(result.record.latency_ms as f64 / 1000.0);
+        }
+    }
+
+    /// One delivery's outcome of an attempt: the decision, and the requests to record.
+    fn conclude(&self, delivery: &DueDelivery, results: &[UrlResult]) -> AttemptOutcome {
         let verdicts: Vec<UrlVerdict> = results
             .iter()
             .map(|r| UrlVerdict {
@@ -414,38 +477,24 @@ impl DeliveryActor {
             backoff_max: Duration::from_millis(self.settings.backoff_max_ms),
             window: Duration::from_secs(self.settings.retry_window_s),
         };
+        let now = now_ms();
+        let first_attempt_at_ms = delivery
+            .first_attempt_at_ms
+            .or_else(|| results.iter().map(|r| r.record.attempted_at_ms).min())
+            .unwrap_or(now);
         let history = History {
             attempts: delivery.attempts,
             first_attempt_at_ms,
             given_up_urls: &delivery.given_up_urls,
         };
         let urls: Vec<String> = self.target.urls.iter().map(|u| u.url.clone()).collect();
-        let now = now_ms();
         let update = decide(&policy, &history, &urls, &verdicts, now, &mut rand::rng());
-        let labels = [
-            self.target.source.as_str(),
-            self.target.destination.as_str(),
-        ];
-        for result in &results {
-            let class = match result.record.status {
-                Some(s) => format!("{}xx", s / 100),
-                None => "error".into(),
-            };
-            self.metrics
-                .attempts
-                .with_label_values(&[labels[0], labels[1], class.as_str()])
-                .inc();
-            self.metrics
-                .attempt_duration
-                .with_label_values(&labels)
-                .observe(result.record.latency_ms as f64 / 1000.0);
-        }
         AttemptOutcome {
             delivery_id: delivery.delivery_id,
             claimer: self.claimer.clone(),
             now_ms: now,
             first_attempt_at_ms,
-            attempts: results.into_iter().map(|r| r.record).collect(),
+            attempts: results.iter().map(|r| r.record.clone()).collect(),
             update,
         }
     }
@@ -481,10 +530,8 @@ impl DeliveryActor {
                 );
             }
         }
-        // The request is done: its slot is free; the delivery stays claimed until recorded.
-        self.in_flight.remove(&delivery.delivery_id);
+        // The request is done; the delivery stays claimed until recorded.
         self.record(delivery, outcome, ctx);
-        self.pump(ctx);
     }
 
     /// Commits an attempt's outcome; only then does its delivery leave the actor.
@@ -705,6 +752,9 @@ impl Supervised for DeliveryActor {
         // The old context's futures are gone: whatever was in flight is still pending in
         // the store and will be attempted again.
         self.in_flight.clear();
+        self.members.clear();
+        self.buffer.clear();
+        self.batch_timer = None;
         self.recording.clear();
         self.restarted = true;
         self.fetching = false;
@@ -733,12 +783,19 @@ impl Handler<Cancel> for DeliveryActor {
 
     fn handle(&mut self, msg: Cancel, ctx: &mut Context<Self>) {
         for id in msg.delivery_ids {
-            for map in [&mut self.in_flight, &mut self.recording] {
-                if let Some(attempt) = map.remove(&id) {
+            // A request carrying it is cut whole; its other deliveries stay claimed and
+            // are sent again once their claim runs out.
+            if let Some(key) = self.members.remove(&id) {
+                self.members.retain(|_, k| *k != key);
+                if let Some(attempt) = self.in_flight.remove(&key) {
                     ctx.cancel_future(attempt);
-                    log::debug!("delivery {id} cancelled");
                 }
             }
+            if let Some(recording) = self.recording.remove(&id) {
+                ctx.cancel_future(recording);
+            }
+            self.buffer.retain(|d| d.delivery_id != id);
+            log::debug!("delivery {id} cancelled");
         }
         self.pump(ctx);
     }
@@ -763,22 +820,20 @@ struct UrlResult {
 async fn send_one(
     client: awc::Client,
     target: UrlTarget,
-    body: Bytes,
-    signature: Option<String>,
+    content: Outgoing,
     timeout_ms: u64,
 ) -> UrlResult {
     let attempted_at_ms = now_ms();
     let started = Instant::now();
-    let mut request = client
-        .post(&target.url)
-        .insert_header((CONTENT_TYPE, "application/json"))
-        .insert_header((USER_AGENT, SEGMENT_USER_AGENT));
-    for (name, value) in target.headers {
+    let mut request = match content.method {
+        Method::Post => client.post(&target.url),
+        Method::Put => client.put(&target.url),
+        Method::Patch => client.patch(&target.url),
+    };
+    for (name, value) in target.headers.into_iter().chain(content.headers) {
         request = request.insert_header((name, value));
     }
-    if let Some(signature) = signature {
-        request = request.insert_header(("X-Signature", signature));
-    }
+    let body: Bytes = content.body;
     match request.send_body(body).await {
         Ok(mut response) => {
             let latency_ms = started.elapsed().as_millis() as u64;
@@ -847,11 +902,11 @@ fn idle_poll() -> Duration {
     IDLE_POLL.mul_f64(rand::rng().random_range(0.8..1.2))
 }
 
-/// How long a claim holds: longer than any attempt can take (every URL's request and
-/// its response body, each bounded by the timeout, then the record), so that a claim
-/// never runs out under a live attempt.
-pub fn claim_duration(settings: &DeliveryConfig) -> Duration {
-    Duration::from_millis(settings.timeout_ms) * 3 + Duration::from_secs(5)
+/// How long a claim holds: longer than any attempt can take (a wait for its batch, every
+/// URL's request and its response body, each bounded by the timeout, then the record),
+/// so that a claim never runs out under a live attempt.
+pub fn claim_duration(settings: &DeliveryConfig, target: &Target) -> Duration {
+    Duration::from_millis(settings.timeout_ms) * 3 + target.batch_wait + Duration::from_secs(5)
 }
 
 fn claimer_name(lease: &Lease) -> String {

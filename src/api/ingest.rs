@@ -303,20 +303,34 @@ async fn store_events(
 }
 
 /// The destinations `event` is delivered to: the source's enabled ones that its
-/// `integrations` flags do not turn away. Those turned away are counted.
+/// `integrations` flags do not turn away and whose trigger (`subscribe`) it matches.
+/// Those turned away are counted, by reason.
 fn destinations_for(state: &ApiState, source: &SourceConfig, event: &PreparedEvent) -> Vec<String> {
+    // Parsed again only when a trigger needs to read it.
+    let mut parsed: Option<serde_json::Value> = None;
+    let filtered = |destination: &str, reason: &str| {
+        state
+            .metrics
+            .events_filtered
+            .with_label_values(&[&source.name, destination, reason])
+            .inc();
+    };
     source
         .enabled_destinations()
         .filter(|d| {
-            let wanted = integration_enabled(&event.integrations, &d.integration_name);
-            if !wanted {
-                state
-                    .metrics
-                    .events_filtered
-                    .with_label_values(&[&source.name, &d.name, "integrations"])
-                    .inc();
+            if !integration_enabled(&event.integrations, &d.integration_name) {
+                filtered(&d.name, "integrations");
+                return false;
             }
-            wanted
+            if let Some(trigger) = &d.trigger {
+                let body = parsed
+                    .get_or_insert_with(|| serde_json::from_str(&event.body).unwrap_or_default());
+                if !trigger.matches(body) {
+                    filtered(&d.name, "subscribe");
+                    return false;
+                }
+            }
+            true
         })
         .map(|d| d.name.clone())
         .collect()

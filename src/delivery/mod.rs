@@ -6,4 +6,6 @@ pub mod backoff;
 pub mod client;
 pub mod decision;
 pub mod outcome;
+pub mod request;
 pub mod signature;
+pub mod standard;

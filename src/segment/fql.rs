@@ -10,9 +10,10 @@
 //! strings keep their quotes; unknown fields are skipped. The tests compare verdicts
 //! with the npm package on thousands of random expressions and events.
 //!
-//! One deliberate difference: an expression that the reference parses but that would
-//! throw when evaluated (empty parentheses, an empty property path) is refused here at
-//! load, where the reference would throw on every event.
+//! Where the reference parses an expression into something that throws when evaluated
+//! (parentheses that hold no condition, an empty property path), the throw is kept too:
+//! evaluation stops there as JavaScript's would, and an event it throws on is not
+//! matched.
 
 use serde_json::Value;
 
@@ -45,11 +46,21 @@ impl Fql {
         Ok(Fql { root })
     }
 
-    /// Whether `event` matches, as `validate` decides.
+    /// Whether `event` matches, as `validate` decides (an evaluation that throws there
+    /// is no match here).
     pub fn matches(&self, event: &Value) -> bool {
-        self.root.matches(event)
+        self.evaluate(event).unwrap_or(false)
+    }
+
+    /// `validate`'s answer for `event`, or [`Throws`] where it throws.
+    pub fn evaluate(&self, event: &Value) -> Result<bool, Throws> {
+        self.root.evaluate(event)
     }
 }
+
+/// The reference throws evaluating this trigger on this event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throws;
 
 // ---------------------------------------------------------------------------------------
 // The lexer (`@segment/fql-ts`), over UTF-16 units as JavaScript strings are.
@@ -466,6 +477,8 @@ struct Group {
 enum Node {
     Condition(Condition),
     Group(Group),
+    /// Parentheses that held no condition: `undefined` in the reference's tree.
+    Undefined,
 }
 
 /// Members of `Object.prototype`: as field names they look up to a function in the
@@ -485,17 +498,14 @@ const INHERITED_NAMES: &[&str] = &[
     "valueOf",
 ];
 
+/// `get`'s path: runs of characters other than `[`, `.` and `]` (none: the reference
+/// throws when it evaluates the condition).
 fn path(name: &str) -> Result<Vec<String>, FqlError> {
-    // `get`'s path: runs of characters other than `[`, `.` and `]`.
-    let parts: Vec<String> = name
+    Ok(name
         .split(['[', '.', ']'])
         .filter(|p| !p.is_empty())
         .map(str::to_string)
-        .collect();
-    if parts.is_empty() {
-        return Err(FqlError(format!("{name:?} is not a path to a field")));
-    }
-    Ok(parts)
+        .collect())
 }
 
 /// The field a `properties…`, `traits…` or `context…` name points at (as the
@@ -564,10 +574,7 @@ fn parse(tokens: &mut Vec<Token>) -> Result<Node, FqlError> {
             }
             group.push(Token::new(Kind::Eos, "eos"));
             group.reverse();
-            if group.len() == 1 {
-                return Err(FqlError("empty parentheses".into()));
-            }
-            nodes.push(parse(&mut group)?);
+            nodes.push(parse_group(&mut group)?);
         }
         if token.kind == Kind::Conditional {
             or = token.value == "or";
@@ -575,11 +582,21 @@ fn parse(tokens: &mut Vec<Token>) -> Result<Node, FqlError> {
     }
     match nodes.len() {
         0 => Err(FqlError("no condition".into())),
+        1 if nodes[0] == Node::Undefined => Err(FqlError("no condition".into())),
         1 => Ok(nodes.pop().expect("one node")),
         _ => Ok(Node::Group(Group {
             or,
             children: nodes,
         })),
+    }
+}
+
+/// A parenthesized group: as [`parse`], except that one holding no condition is
+/// `undefined` (kept, to throw when evaluated), not an error.
+fn parse_group(tokens: &mut Vec<Token>) -> Result<Node, FqlError> {
+    match parse(tokens) {
+        Err(FqlError(why)) if why == "no condition" => Ok(Node::Undefined),
+        other => other,
     }
 }
 
@@ -720,25 +737,40 @@ fn utf16_slice(text: &str, head: usize, tail: usize) -> String {
 // The evaluator (`validate.js`).
 
 impl Group {
-    fn matches(&self, event: &Value) -> bool {
-        if self.or {
-            self.children.iter().any(|c| c.matches(event))
-        } else {
-            self.children.iter().all(|c| c.matches(event))
+    /// `every` for `and`, `some` for `or`: in order, stopping as JavaScript does.
+    fn evaluate(&self, event: &Value) -> Result<bool, Throws> {
+        for child in &self.children {
+            let verdict = child.evaluate(event)?;
+            if verdict == self.or {
+                return Ok(verdict);
+            }
         }
+        Ok(!self.or)
     }
 }
 
 impl Node {
-    fn matches(&self, event: &Value) -> bool {
+    fn evaluate(&self, event: &Value) -> Result<bool, Throws> {
         match self {
-            Node::Group(g) => g.matches(event),
-            Node::Condition(c) => c.matches(event),
+            Node::Group(g) => g.evaluate(event),
+            Node::Condition(c) => c.evaluate(event),
+            Node::Undefined => Err(Throws),
         }
     }
 }
 
 impl Condition {
+    fn evaluate(&self, event: &Value) -> Result<bool, Throws> {
+        let empty_path = match &self.field {
+            Field::Property(p) | Field::Trait(p) | Field::Context(p) => p.is_empty(),
+            _ => false,
+        };
+        if empty_path {
+            return Err(Throws); // `null.reduce(...)` in the reference.
+        }
+        Ok(self.matches(event))
+    }
+
     fn matches(&self, event: &Value) -> bool {
         let root = Js::Json(event);
         let get = |top: &str, path: &[String]| {
@@ -857,7 +889,6 @@ mod tests {
             r#"event<5"#,
             r#"foo = "x""#,
             r#"(type = "track""#,
-            r#"type = "a" and ()"#,
             "type = 1..2",
         ] {
             assert!(Fql::parse(fql).is_err(), "{fql:?} should be refused");

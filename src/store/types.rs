@@ -51,8 +51,12 @@ pub struct DueDelivery {
     pub delivery_id: i64,
     pub event_id: i64,
     pub message_id: String,
+    /// The event's type (`track`, ..., `delete` for a deletion notification).
+    pub event_type: String,
     /// The canonical JSON body to send.
     pub body: String,
+    /// When it became due (its event arrived, or its retry time came).
+    pub due_at_ms: i64,
     /// Attempts made so far.
     pub attempts: u32,
     /// When the first attempt was made; the retry window counts from here.

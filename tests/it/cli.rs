@@ -58,5 +58,5 @@ fn the_service_does_not_start_on_a_bad_config() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("delivery.timeout_ms: must be greater than 0"));
+        .contains("delivery.timeout_ms: must be 1 to 600000 (it is 0)"));
 }

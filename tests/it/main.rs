@@ -18,6 +18,7 @@ mod hostile_receivers;
 mod ingest;
 mod many_destinations;
 mod operations;
+mod oracles;
 mod properties;
 mod segment_client;
 mod supervision;

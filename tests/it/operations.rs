@@ -408,7 +408,9 @@ fn sighup_adds_a_destination_and_refuses_a_broken_config() {
     assert!(service
         .log_text()
         .contains("server.listen: invalid type: integer `8080`, expected a string"));
-    assert!(service.log_text().contains("sources[0].write_key: missing"));
+    assert!(service
+        .log_text()
+        .contains("sources[0].write_key: is required"));
     track(&service, "still");
     assert!(second.wait_for(2, WAIT));
     assert!(first.wait_for(3, WAIT));

@@ -32,7 +32,7 @@ pub(super) async fn claim_due(pool: Pool, claim: Claim) -> Result<DuePage, Store
              FROM due, events e
              WHERE d.id = due.id AND e.id = d.event_id
              RETURNING d.id, d.event_id, e.message_id, e.body, d.attempts, d.first_attempt_at,
-                       d.given_up_urls, d.next_attempt_at",
+                       d.given_up_urls, d.next_attempt_at, e.type",
             &[
                 &claim.source,
                 &claim.destination,
@@ -55,7 +55,9 @@ pub(super) async fn claim_due(pool: Pool, claim: Claim) -> Result<DuePage, Store
                     delivery_id: row.get(0),
                     event_id: row.get(1),
                     message_id: row.get(2),
+                    event_type: row.get(8),
                     body: row.get(3),
+                    due_at_ms: row.get(7),
                     attempts: row.get::<_, i32>(4) as u32,
                     first_attempt_at_ms: row.get(5),
                     given_up_urls: list_from_text(row.get(6)),

@@ -39,7 +39,7 @@ pub(super) fn claim_due(conn: &Connection, claim: &Claim) -> Result<DuePage, Sto
     }
     let mut due_stmt = conn.prepare_cached(
         "SELECT d.id, d.event_id, e.message_id, e.body, d.attempts, d.first_attempt_at,
-                d.given_up_urls
+                d.given_up_urls, e.type, d.next_attempt_at
          FROM deliveries d JOIN events e ON e.id = d.event_id
          WHERE d.source = ?1 AND d.destination = ?2 AND d.state = 'pending'
            AND d.next_attempt_at <= ?3
@@ -60,7 +60,9 @@ pub(super) fn claim_due(conn: &Connection, claim: &Claim) -> Result<DuePage, Sto
                     delivery_id: row.get(0)?,
                     event_id: row.get(1)?,
                     message_id: row.get(2)?,
+                    event_type: row.get(7)?,
                     body: row.get(3)?,
+                    due_at_ms: row.get(8)?,
                     attempts: row.get(4)?,
                     first_attempt_at_ms: row.get(5)?,
                     given_up_urls: list_from_text(row.get(6)?),
