@@ -3,6 +3,7 @@
 
 mod common;
 
+mod actions;
 mod bench_smoke;
 mod canonical;
 mod chaos;

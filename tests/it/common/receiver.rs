@@ -12,6 +12,7 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 /// One request as the receiver got it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    pub method: String,
     pub path: String,
     /// Header names in lower case.
     pub headers: HashMap<String, String>,
@@ -225,6 +226,7 @@ impl Drop for Receiver {
 
 async fn record(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> HttpResponse {
     let recorded = Recorded {
+        method: req.method().to_string(),
         path: req.path().to_string(),
         headers: req
             .headers()
