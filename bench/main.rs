@@ -79,6 +79,11 @@ struct BackendResults {
     isolation_half_latency: Latency,
     fanout_deliveries_per_s: f64,
     fanout_events_per_s: f64,
+    /// SQLite only: a trigger taking half the events and a mapping, delivered events/s.
+    actions_trigger_mapping_delivered_per_s: f64,
+    actions_trigger_mapping_ingested_per_s: f64,
+    /// SQLite only: `batch_size = 100`, delivered events/s.
+    actions_batch_delivered_events_per_s: f64,
 }
 
 /// Several instances on one database: load spread over all of them.
@@ -106,6 +111,46 @@ fn batch_body(size: usize) -> Bytes {
         })
         .collect();
     Bytes::from(json!({ "batch": items }).to_string())
+}
+
+/// A batch whose events alternate between one the Actions trigger takes and one it does not.
+fn batch_body_mixed(size: usize) -> Bytes {
+    let items: Vec<_> = (0..size)
+        .map(|i| {
+            let event = if i % 2 == 0 {
+                "Order Completed"
+            } else {
+                "Product Viewed"
+            };
+            json!({"type": "track", "userId": format!("user-{i}"), "event": event,
+                "properties": {"revenue": 39.95, "currency": "USD", "sku": format!("sku-{i}")}})
+        })
+        .collect();
+    Bytes::from(json!({ "batch": items }).to_string())
+}
+
+/// As [`end_to_end`], for a destination that takes one event in `one_in` of the
+/// `per_request` each request carries.
+fn end_to_end_ratio(
+    load: Load,
+    receiver: &Receiver,
+    per_request: u64,
+    one_in: u64,
+) -> (LoadResult, f64) {
+    receiver.reset();
+    let started = Instant::now();
+    let sent = load::run(load);
+    let expected = sent.ok * per_request / one_in;
+    if !receiver.wait_for(expected, Duration::from_secs(600)) {
+        eprintln!(
+            "warning: only {} of {expected} deliveries arrived",
+            receiver.delivered()
+        );
+    }
+    (
+        sent,
+        receiver.delivered() as f64 / started.elapsed().as_secs_f64(),
+    )
 }
 
 fn auth() -> Vec<(String, String)> {
@@ -171,7 +216,52 @@ impl Bench {
     }
 
     fn start(&self, storage: &Storage, destinations: &[(&str, String)], delivery: &str) -> Service {
-        Service::start(&self.webhookd, storage, destinations, delivery)
+        Service::start(&self.webhookd, storage, destinations, delivery, "")
+    }
+
+    /// Scenarios 7 and 8 (SQLite): a destination of the Actions kind, end to end.
+    fn actions(&self, r: &mut BackendResults) {
+        let receiver = &self.receiver;
+        eprintln!("SQLite: 7 trigger matching half the events, and a mapping");
+        {
+            // The body alternates between two events; the trigger takes one of them.
+            let trigger = "subscribe = 'type = \"track\" and event = \"Order Completed\"'\n\
+                [data]\norder = { \"@path\" = \"$.properties.sku\" }\n\
+                revenue = { \"@path\" = \"$.properties.revenue\" }\n\
+                who = { \"@template\" = \"{{userId}}\" }\n"
+                .replace("[data]", "[sources.destinations.data]");
+            let service = Service::start(
+                &self.webhookd,
+                &Storage::Sqlite,
+                &[("mapped", receiver.url("/hook"))],
+                DELIVERY,
+                &trigger,
+            );
+            let load = Load {
+                body: batch_body_mixed(100),
+                concurrency: self.args.concurrency.min(16),
+                ..self.load(vec![service.url("/v1/batch")], Bytes::new())
+            };
+            let (sent, rate) = end_to_end_ratio(load, receiver, 100, 2);
+            r.actions_trigger_mapping_delivered_per_s = rate;
+            r.actions_trigger_mapping_ingested_per_s = sent.per_second() * 100.0;
+        }
+        eprintln!("SQLite: 8 batch_size = 100");
+        {
+            let service = Service::start(
+                &self.webhookd,
+                &Storage::Sqlite,
+                &[("batched", receiver.url("/hook"))],
+                DELIVERY,
+                "batch_size = 100\nbatch_wait_ms = 200\n",
+            );
+            let load = Load {
+                concurrency: self.args.concurrency.min(16),
+                ..self.load(vec![service.url("/v1/batch")], batch_body(100))
+            };
+            let (_, rate) = end_to_end_ratio(load, receiver, 100, 1);
+            r.actions_batch_delivered_events_per_s = rate;
+        }
     }
 
     /// Scenarios 2 to 6 on one backend.
@@ -348,6 +438,7 @@ fn main() {
     r.baseline_requests_per_s =
         load::run(bench.load(vec![bench.receiver.url("/baseline")], track_body())).per_second();
     r.sqlite = bench.scenarios(false, None);
+    bench.actions(&mut r.sqlite);
     if postgres {
         r.postgres = Some(bench.scenarios(true, Some(r.sqlite.e2e_half_rate_per_s)));
         r.cluster = (1..=3).map(|n| bench.cluster(n)).collect();
@@ -442,6 +533,21 @@ fn print_table(r: &Results) {
             b.fanout_deliveries_per_s,
             format!("deliveries/s ({:.0} events/s)", b.fanout_events_per_s),
         );
+        if b.actions_batch_delivered_events_per_s > 0.0 {
+            row(
+                "7 trigger (half) + mapping",
+                b.actions_trigger_mapping_delivered_per_s,
+                format!(
+                    "delivered/s of {:.0} events/s ingested",
+                    b.actions_trigger_mapping_ingested_per_s
+                ),
+            );
+            row(
+                "8 batch_size = 100",
+                b.actions_batch_delivered_events_per_s,
+                "events/s delivered in arrays of up to 100".into(),
+            );
+        }
     }
     if let Some(p) = &r.postgres {
         let s = &r.sqlite;

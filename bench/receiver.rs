@@ -126,8 +126,13 @@ async fn hook(body: web::Bytes, state: web::Data<State>) -> HttpResponse {
         return HttpResponse::ServiceUnavailable().finish();
     }
     let now = chrono::Utc::now().timestamp_millis();
-    let received_at = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
+    let parsed = serde_json::from_slice::<serde_json::Value>(&body).ok();
+    // A batch (a JSON array) delivers each of its events.
+    let events = parsed
+        .as_ref()
+        .and_then(|v| v.as_array().map(|a| a.len() as u64))
+        .unwrap_or(1);
+    let received_at = parsed
         .and_then(|v| {
             v["receivedAt"]
                 .as_str()
@@ -141,7 +146,7 @@ async fn hook(body: web::Bytes, state: web::Data<State>) -> HttpResponse {
             .unwrap()
             .push((now - received_at).max(0) as u32);
     }
-    state.delivered.fetch_add(1, Ordering::Relaxed);
+    state.delivered.fetch_add(events, Ordering::Relaxed);
     HttpResponse::Ok().finish()
 }
 

@@ -41,12 +41,13 @@ impl Storage {
 
 impl Service {
     /// Starts webhookd on `storage` with one source `bench` whose destinations are
-    /// `(name, url)`.
+    /// `(name, url)`, each with `destination_keys` (TOML) besides.
     pub fn start(
         webhookd: &Path,
         storage: &Storage,
         destinations: &[(&str, String)],
         delivery: &str,
+        destination_keys: &str,
     ) -> Service {
         static STARTED: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -63,7 +64,7 @@ impl Service {
         );
         for (name, url) in destinations {
             config.push_str(&format!(
-                "[[sources.destinations]]\nname = \"{name}\"\nurls = [{url:?}]\n"
+                "[[sources.destinations]]\nname = \"{name}\"\nurls = [{url:?}]\n{destination_keys}\n"
             ));
         }
         let config_path = dir.join("config.toml");

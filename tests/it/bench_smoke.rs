@@ -54,11 +54,19 @@ fn the_benchmark_runs_every_scenario() {
         "4 backlog drain",
         "5 isolation",
         "6 fan-out",
+        "7 trigger (half) + mapping",
+        "8 batch_size = 100",
     ] {
         assert!(table.contains(scenario), "{scenario} missing from\n{table}");
     }
     assert!(results["baseline_requests_per_s"].as_f64().unwrap() > 0.0);
     check_backend(&results["sqlite"]);
+    for key in [
+        "actions_trigger_mapping_delivered_per_s",
+        "actions_batch_delivered_events_per_s",
+    ] {
+        assert!(results["sqlite"][key].as_f64().unwrap() > 0.0, "{key}");
+    }
 }
 
 #[test]
