@@ -216,8 +216,9 @@ impl DeliveryActor {
             return; // A finished commit pumps again.
         }
         let batch = self.target.batch_size;
+        // Enough for the free slots; for batches, a few batches' worth at most.
         let room = (free * batch)
-            .min(BUFFERED_BATCHES * batch)
+            .min((BUFFERED_BATCHES * batch).max(free))
             .saturating_sub(self.buffer.len());
         if room == 0 {
             return; // Sending what is buffered pumps again.
