@@ -1,4 +1,4 @@
-//! The command line: `--check-config`.
+//! The command line: `--check-config`, and refusals to start.
 
 use std::process::Command;
 
@@ -59,4 +59,44 @@ fn the_service_does_not_start_on_a_bad_config() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("delivery.timeout_ms: must be 1 to 600000 (it is 0)"));
+}
+
+#[test]
+fn a_second_webhookd_on_the_same_sqlite_file_refuses_to_start() {
+    let first = crate::common::Webhookd::start_on(None, &crate::common::one_source_config(), "");
+    // The same configuration file (and so the same database), another process.
+    let out = Command::new(env!("CARGO_BIN_EXE_webhookd"))
+        .arg("--config")
+        .arg(first.dir.path().join("config.toml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("another webhookd is running on this database"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_storage_url_password_never_appears() {
+    // PostgreSQL on a port where nothing listens: the service cannot start, and says so
+    // without the password.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nbackend = \"postgres\"\n\
+         url = \"postgres://webhookd:Sup3rS3cretPw@127.0.0.1:9/webhookd\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_webhookd"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr.contains("webhookd:***@127.0.0.1:9"), "{stderr}");
+    assert!(!stderr.contains("Sup3rS3cretPw"), "{stderr}");
 }
