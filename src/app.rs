@@ -13,14 +13,17 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::actors::deletion::{apply_unapplied, DeletionActor};
 use crate::actors::leases::{BeatNow, LeaseKeeper};
-use crate::actors::router::{ConfigReloaded, DrainAll, Router};
+use crate::actors::notifier::Notifier;
+use crate::actors::retention::Retention;
+use crate::actors::router::{ConfigReloaded, DrainAll, Router, UseNotifier, WakeDestinations};
 use crate::api::{self, ApiState};
 use crate::clock::now_ms;
 use crate::config::StorageBackend;
 use crate::config::{Config, ConfigError, SharedConfig};
 use crate::delivery::client::{tls_config, TlsSetupError};
+use crate::delivery::receiver::reload_change;
 use crate::metrics::Metrics;
-use crate::store::{self, InstanceInfo, Store, StoreError};
+use crate::store::{self, DestinationKey, InstanceInfo, Store, StoreError};
 
 /// Threads for delivery actors, at most: their work is mostly waiting on the network.
 const MAX_DELIVERY_THREADS: usize = 4;
@@ -113,6 +116,17 @@ pub async fn start(
         let (config, store, metrics) = (config.clone(), Arc::clone(&store), Arc::clone(&metrics));
         Supervisor::start(move |_| Router::new(config, store, tls, metrics, arbiters, paused))
     };
+    let notifier = {
+        let (config, store, router) = (config.clone(), Arc::clone(&store), router.clone());
+        let metrics = Arc::clone(&metrics);
+        Supervisor::start(move |_| Notifier::new(config, store, router, metrics))
+    };
+    // Before any lease is held, so before any delivery actor starts.
+    router.do_send(UseNotifier(notifier.recipient()));
+    {
+        let (config, store, metrics) = (config.clone(), Arc::clone(&store), Arc::clone(&metrics));
+        Supervisor::start(move |_| Retention::new(config, store, metrics));
+    }
     let deletion = {
         let (config, store, router) = (config.clone(), Arc::clone(&store), router.clone());
         let metrics = Arc::clone(&metrics);
@@ -194,12 +208,30 @@ impl Service {
         }
         let tls = tls_config(new.delivery.extra_root_certs.as_deref())?;
         let sources = new.sources.len();
+        // URLs that answered 410 Gone are tried again after a reload.
+        let reset = self.reset_gone_urls().await?;
         self.config.replace(Arc::new(new));
         self.router.do_send(ConfigReloaded { tls });
+        self.router.do_send(WakeDestinations(reset));
         // The destinations wanted may have changed: leases follow at once.
         self.leases.do_send(BeatNow);
         log::info!("configuration reloaded: {sources} source(s)");
         Ok(())
+    }
+
+    /// Forgets the URLs gone of every destination, and enables those disabled for them;
+    /// answers the destinations changed.
+    async fn reset_gone_urls(&self) -> Result<Vec<DestinationKey>, StoreError> {
+        let mut changed = Vec::new();
+        for control in self.store.destination_controls().await? {
+            if let Some(change) = reload_change(&control) {
+                self.store
+                    .change_control(&control.source, &control.destination, change, now_ms())
+                    .await?;
+                changed.push((control.source, control.destination));
+            }
+        }
+        Ok(changed)
     }
 
     /// Stops accepting requests, lets requests and delivery attempts in progress finish

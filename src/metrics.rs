@@ -44,6 +44,21 @@ pub struct Metrics {
     /// `webhookd_store_writable`: 1 while the store takes writes; 0 while it is full or
     /// unreachable (ingest answers 503, delivery holds off).
     pub store_writable: IntGauge,
+    /// `webhookd_urls_gone_total{source,destination}`: URLs that answered `410 Gone` and
+    /// are no longer tried.
+    pub urls_gone: IntCounterVec,
+    /// `webhookd_destination_disabled{source,destination}`: 1 while disabled for its
+    /// failures (`disable_after_s`, or every URL gone), until resumed.
+    pub destination_disabled: IntGaugeVec,
+    /// `webhookd_destination_probing{source,destination}`: 1 while probed (one request
+    /// at a time after consecutive failures).
+    pub destination_probing: IntGaugeVec,
+    /// `webhookd_notifications_total{type}`: operational webhooks stored for sending.
+    pub notifications: IntCounterVec,
+    /// `webhookd_pruned_total{what}`: rows removed by retention (`events`, `dedupe`).
+    pub pruned: IntCounterVec,
+    /// `webhookd_store_size_bytes`: space the store takes (set at scrape).
+    pub store_size: IntGauge,
 }
 
 impl Metrics {
@@ -86,6 +101,24 @@ impl Metrics {
             "Actors restarted by their supervisor",
             &["actor"],
         );
+        let urls_gone = counter(
+            "webhookd_urls_gone_total",
+            "URLs that answered 410 Gone and are no longer tried",
+            &["source", "destination"],
+        );
+        let notifications = counter(
+            "webhookd_notifications_total",
+            "Operational webhooks stored for sending, by type",
+            &["type"],
+        );
+        let pruned = counter(
+            "webhookd_pruned_total",
+            "Rows removed by retention (events, dedupe)",
+            &["what"],
+        );
+        for what in ["events", "dedupe"] {
+            pruned.with_label_values(&[what]);
+        }
         let gauge = |name: &str, help: &str| {
             let g = IntGaugeVec::new(Opts::new(name, help), &["source", "destination"])
                 .expect("valid metric");
@@ -98,6 +131,14 @@ impl Metrics {
         let dead_letters = gauge(
             "webhookd_dead_letters",
             "Dead-lettered deliveries per destination",
+        );
+        let destination_disabled = gauge(
+            "webhookd_destination_disabled",
+            "1 while a destination is disabled for its failures, until resumed",
+        );
+        let destination_probing = gauge(
+            "webhookd_destination_probing",
+            "1 while a destination is probed, one request at a time",
         );
         let oldest_pending_age = GaugeVec::new(
             Opts::new(
@@ -144,8 +185,13 @@ impl Metrics {
         registry
             .register(Box::new(store_writable.clone()))
             .expect("unique metric");
+        let store_size = IntGauge::new("webhookd_store_size_bytes", "Space the store takes")
+            .expect("valid metric");
+        registry
+            .register(Box::new(store_size.clone()))
+            .expect("unique metric");
         // Present from the start, so that alerts on increase() work before a first restart.
-        for actor in ["router", "delivery", "deletion"] {
+        for actor in ["router", "delivery", "deletion", "notifier", "retention"] {
             actor_restarts.with_label_values(&[actor]);
         }
         let attempt_duration = HistogramVec::new(
@@ -178,6 +224,12 @@ impl Metrics {
             store_commit_jobs,
             delivery_actors,
             store_writable,
+            urls_gone,
+            destination_disabled,
+            destination_probing,
+            notifications,
+            pruned,
+            store_size,
         }
     }
 

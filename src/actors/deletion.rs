@@ -120,7 +120,14 @@ fn plan(config: &Config, regulation: &Regulation, now_ms: i64) -> RegulationPlan
     let timestamp =
         format_iso8601(chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default());
     let mut notifications = Vec::new();
-    for source in config.sources.iter().filter(|s| covered(&s.name)) {
+    // webhookd's own notifications hold no user's data and hear of no deletion.
+    let users_sources = || {
+        config
+            .sources
+            .iter()
+            .filter(|s| s.name != crate::config::NOTIFICATIONS_SOURCE)
+    };
+    for source in users_sources().filter(|s| covered(&s.name)) {
         let destinations: Vec<String> = source
             .enabled_destinations()
             .map(|d| d.name.clone())
@@ -144,7 +151,7 @@ fn plan(config: &Config, regulation: &Regulation, now_ms: i64) -> RegulationPlan
         RegulationType::DeleteOnly => Vec::new(),
         RegulationType::SuppressWithDelete => match &regulation.sources {
             Some(listed) => listed.clone(),
-            None => config.sources.iter().map(|s| s.name.clone()).collect(),
+            None => users_sources().map(|s| s.name.clone()).collect(),
         },
     };
     RegulationPlan {

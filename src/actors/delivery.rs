@@ -27,18 +27,21 @@ use chrono::Utc;
 use futures_util::future::join_all;
 use futures_util::StreamExt;
 
+use super::notifier::{DeadLetters, Notify, Operational, DEAD_LETTER_PERIOD};
 use crate::clock::now_ms;
 use crate::config::{DeliveryConfig, Method};
 use crate::delivery::backoff::parse_retry_after;
 use crate::delivery::client::build_client;
 use crate::delivery::decision::{decide, History, RetryPolicy, UrlVerdict};
 use crate::delivery::outcome::{classify_error, classify_status, UrlOutcome};
+use crate::delivery::pace::Pace;
+use crate::delivery::receiver::{AttemptSummary, HealthChange, ReceiverHealth};
 use crate::delivery::request::{build, Request as Outgoing};
 pub use crate::delivery::request::{Target, UrlTarget};
 use crate::metrics::Metrics;
 use crate::store::{
-    AttemptOutcome, AttemptRecord, Claim, DeliveryUpdate, DueDelivery, DuePage, Lease, Store,
-    StoreError,
+    AttemptOutcome, AttemptRecord, Claim, ControlChange, DeliveryUpdate, DueDelivery, DuePage,
+    Lease, Store, StoreError,
 };
 
 /// How much of a response body an attempt keeps.
@@ -53,6 +56,8 @@ const IDLE_POLL: Duration = Duration::from_secs(30);
 const BUFFERED_BATCHES: usize = 4;
 /// Outcomes being committed, per request slot, before the actor waits for the store.
 const RECORDING_PER_SLOT: usize = 4;
+/// Deliveries claimed at once while the receiver is probed.
+const PROBE_CLAIM: usize = 32;
 /// While the store cannot be written, look again this often.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 /// Numbers each actor's life, so that each restart claims under a name of its own.
@@ -105,8 +110,9 @@ pub struct DeliveryActor {
     members: HashMap<i64, i64>,
     /// Claimed deliveries waiting for a request (a batch to fill, or a free slot).
     buffer: Vec<DueDelivery>,
-    /// When a partial batch is to go.
-    batch_timer: Option<SpawnHandle>,
+    /// When the next buffered request may go: a partial batch's wait, the next probe,
+    /// the rate limit's next free place.
+    send_timer: Option<SpawnHandle>,
     /// Deliveries whose outcome is being committed: they stay claimed, so no one sends
     /// them again meanwhile, but they hold no request slot (a slow commit does not slow
     /// the receiver's traffic). Bounded by [`RECORDING_PER_SLOT`] × `max_in_flight`.
@@ -135,6 +141,27 @@ pub struct DeliveryActor {
     /// Since when nothing has been pending, and whether the router was told.
     idle_since: Option<Instant>,
     idle_reported: bool,
+    /// What the receiver's answers have taught: URLs gone, probing, disabled.
+    health: ReceiverHealth,
+    /// `health` was read from the store: nothing is sent before.
+    health_loaded: bool,
+    /// `rate_limit_per_s`, when set.
+    pace: Option<Pace>,
+    /// Where operational notifications go.
+    notifier: Option<Recipient<Notify>>,
+    /// Deliveries dead-lettered in the current period, reported when it ends.
+    dead: DeadLetters,
+}
+
+/// What every delivery actor shares with the rest of webhookd.
+#[derive(Clone)]
+pub struct Surroundings {
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    /// Told when the actor has been idle long enough to be retired.
+    pub on_idle: Recipient<ActorIdle>,
+    /// Where operational notifications go.
+    pub notifier: Option<Recipient<Notify>>,
 }
 
 impl DeliveryActor {
@@ -142,12 +169,17 @@ impl DeliveryActor {
         target: Arc<Target>,
         lease: Lease,
         settings: DeliveryConfig,
-        store: Arc<dyn Store>,
         tls: Arc<rustls::ClientConfig>,
-        metrics: Arc<Metrics>,
-        on_idle: Recipient<ActorIdle>,
+        surroundings: Surroundings,
     ) -> DeliveryActor {
+        let Surroundings {
+            store,
+            metrics,
+            on_idle,
+            notifier,
+        } = surroundings;
         let claimer = claimer_name(&lease);
+        let pace = Pace::new(target.rate_limit_per_s);
         DeliveryActor {
             target,
             lease,
@@ -160,7 +192,7 @@ impl DeliveryActor {
             in_flight: HashMap::new(),
             members: HashMap::new(),
             buffer: Vec::new(),
-            batch_timer: None,
+            send_timer: None,
             recording: HashMap::new(),
             fetching: false,
             fetch_again: false,
@@ -173,6 +205,11 @@ impl DeliveryActor {
             fetch_started: Instant::now(),
             idle_since: None,
             idle_reported: false,
+            health: ReceiverHealth::default(),
+            health_loaded: false,
+            pace,
+            notifier,
+            dead: DeadLetters::default(),
         }
     }
 
@@ -188,7 +225,12 @@ impl DeliveryActor {
 
     /// Fills free in-flight slots with due deliveries from the store.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.paused || self.draining.is_some() {
+        if self.paused || self.draining.is_some() || !self.health_loaded {
+            return;
+        }
+        // Disabled: nothing is sent until resumed; probed: one request at a time.
+        let slots = self.health.slots(self.settings.max_in_flight);
+        if slots == 0 {
             return;
         }
         if !self.unrecorded.is_empty() {
@@ -203,10 +245,7 @@ impl DeliveryActor {
             self.fetch_again = true;
             return;
         }
-        let free = self
-            .settings
-            .max_in_flight
-            .saturating_sub(self.in_flight.len());
+        let free = slots.saturating_sub(self.in_flight.len());
         // Claims are taken a few slots at a time, not one per finished attempt: a claim
         // is a store round trip. A finishing attempt pumps again.
         if free == 0 || (!self.in_flight.is_empty() && free < self.claim_batch()) {
@@ -217,9 +256,17 @@ impl DeliveryActor {
         }
         let batch = self.target.batch_size;
         // Enough for the free slots; for batches, a few batches' worth at most.
-        let room = (free * batch)
-            .min((BUFFERED_BATCHES * batch).max(free))
-            .saturating_sub(self.buffer.len());
+        let mut room = (free * batch).min((BUFFERED_BATCHES * batch).max(free));
+        if self.health.probing() {
+            // A few, so that those whose window has ended are dead-lettered without
+            // waiting for the probe.
+            room = PROBE_CLAIM;
+        }
+        if self.target.rate_limit_per_s > 0 {
+            // No more than a second's worth waits for its turn under a claim.
+            room = room.min(self.target.rate_limit_per_s as usize * batch);
+        }
+        let room = room.saturating_sub(self.buffer.len());
         if room == 0 {
             return; // Sending what is buffered pumps again.
         }
@@ -283,7 +330,7 @@ impl DeliveryActor {
 
     /// Free slots worth a claim while attempts are in flight: a quarter of them.
     fn claim_batch(&self) -> usize {
-        (self.settings.max_in_flight / 4).max(1)
+        (self.health.slots(self.settings.max_in_flight) / 4).max(1)
     }
 
     fn idle_limit(&self) -> Duration {
@@ -310,41 +357,97 @@ impl DeliveryActor {
     }
 
     /// Sends what is buffered while request slots are free: deliveries one by one, or
-    /// full batches, or a partial batch whose oldest delivery has waited `batch_wait`
-    /// (a timer is set for the next one to be due).
+    /// full batches, or a partial batch whose oldest delivery has waited `batch_wait`;
+    /// each request only when a probe or the rate limit lets it go. A timer is set for
+    /// the next one that waits.
     fn send_buffered(&mut self, ctx: &mut Context<Self>) {
-        if let Some(timer) = self.batch_timer.take() {
+        if let Some(timer) = self.send_timer.take() {
             ctx.cancel_future(timer);
         }
-        while self.in_flight.len() < self.settings.max_in_flight && !self.buffer.is_empty() {
-            let first = &self.buffer[0];
-            if !self.target.batches(first) {
-                let single = self.buffer.remove(0);
-                self.start_request(vec![single], ctx);
-                continue;
-            }
-            let batchable: Vec<usize> = (0..self.buffer.len())
-                .filter(|i| self.target.batches(&self.buffer[*i]))
-                .take(self.target.batch_size)
-                .collect();
-            let oldest = self.buffer[batchable[0]].due_at_ms;
-            let wait = self.target.batch_wait.as_millis() as i64;
-            let due = oldest.saturating_add(wait);
-            if batchable.len() < self.target.batch_size && now_ms() < due {
-                let delay = Duration::from_millis(due.saturating_sub(now_ms()).max(0) as u64);
-                self.batch_timer = Some(ctx.run_later(delay, |actor, ctx| {
-                    actor.batch_timer = None;
-                    actor.send_buffered(ctx);
-                }));
+        let slots = self.health.slots(self.settings.max_in_flight);
+        if self.paused || self.draining.is_some() {
+            return;
+        }
+        if self.health.probing() {
+            self.expire_waiting(ctx);
+        }
+        while self.in_flight.len() < slots && !self.buffer.is_empty() {
+            let now = now_ms();
+            let picked = match self.next_request(now) {
+                Ok(picked) => picked,
+                Err(at_ms) => {
+                    self.send_later(at_ms, ctx);
+                    break;
+                }
+            };
+            if let Err(at_ms) = self.health.may_start(now) {
+                self.send_later(at_ms, ctx);
                 break;
             }
-            let mut batch = Vec::with_capacity(batchable.len());
-            for i in batchable.into_iter().rev() {
-                batch.push(self.buffer.remove(i));
+            if let Some(pace) = self.pace.as_mut() {
+                if let Err(at) = pace.take(Instant::now()) {
+                    let wait = at.saturating_duration_since(Instant::now());
+                    self.send_later(now + wait.as_millis() as i64 + 1, ctx);
+                    break;
+                }
             }
-            batch.reverse();
-            self.start_request(batch, ctx);
+            let mut request = Vec::with_capacity(picked.len());
+            for i in picked.into_iter().rev() {
+                request.push(self.buffer.remove(i));
+            }
+            request.reverse();
+            self.start_request(request, ctx);
         }
+    }
+
+    /// While the receiver is probed, deliveries wait for it without requests of their
+    /// own; those whose retry window has ended meanwhile are dead-lettered. (The window
+    /// of one never attempted counts from when it became due: it was held back.)
+    fn expire_waiting(&mut self, ctx: &mut Context<Self>) {
+        let now = now_ms();
+        let window = i64::try_from(self.retry_window().as_millis()).unwrap_or(i64::MAX);
+        let (expired, waiting): (Vec<DueDelivery>, Vec<DueDelivery>) =
+            std::mem::take(&mut self.buffer).into_iter().partition(|d| {
+                let start = d.first_attempt_at_ms.unwrap_or(d.due_at_ms);
+                start.saturating_add(window) <= now
+            });
+        self.buffer = waiting;
+        for delivery in expired {
+            let reason = format!(
+                "retry window of {} s over after {} attempts, while the destination was failing; last error: {}",
+                self.settings.retry_window_s,
+                delivery.attempts,
+                self.health.last_error().unwrap_or("none")
+            );
+            let outcome = self.unsent(&delivery, reason);
+            self.finish_attempt(delivery, outcome, ctx);
+        }
+    }
+
+    /// The buffered deliveries the next request carries (their places in the buffer), or
+    /// when a partial batch is to go.
+    fn next_request(&self, now: i64) -> Result<Vec<usize>, i64> {
+        if !self.target.batches(&self.buffer[0]) {
+            return Ok(vec![0]);
+        }
+        let batchable: Vec<usize> = (0..self.buffer.len())
+            .filter(|i| self.target.batches(&self.buffer[*i]))
+            .take(self.target.batch_size)
+            .collect();
+        let oldest = self.buffer[batchable[0]].due_at_ms;
+        let due = oldest.saturating_add(self.target.batch_wait.as_millis() as i64);
+        if batchable.len() < self.target.batch_size && now < due {
+            return Err(due);
+        }
+        Ok(batchable)
+    }
+
+    fn send_later(&mut self, at_ms: i64, ctx: &mut Context<Self>) {
+        let delay = Duration::from_millis(at_ms.saturating_sub(now_ms()).max(0) as u64);
+        self.send_timer = Some(ctx.run_later(delay, |actor, ctx| {
+            actor.send_timer = None;
+            actor.send_buffered(ctx);
+        }));
     }
 
     /// Sets the timer for the next delivery not yet due (or the idle poll).
@@ -397,6 +500,7 @@ impl DeliveryActor {
             .target
             .urls
             .iter()
+            .filter(|url| !self.health.gone.contains(&url.url))
             .filter(|url| carried.iter().any(|d| !d.given_up_urls.contains(&url.url)))
             .map(|url| {
                 send_one(
@@ -415,6 +519,7 @@ impl DeliveryActor {
             move |results, actor, ctx| {
                 actor.in_flight.remove(&key);
                 actor.count_requests(&results);
+                actor.learn_from(&results, ctx);
                 for delivery in carried {
                     actor.members.remove(&delivery.delivery_id);
                     let outcome = actor.conclude(&delivery, &results);
@@ -425,6 +530,184 @@ impl DeliveryActor {
             },
         ));
         self.in_flight.insert(key, attempt);
+    }
+
+    /// Reads what is stored about the receiver (disabled, URLs gone, failing since);
+    /// sending starts only then.
+    fn load_health(&mut self, ctx: &mut Context<Self>) {
+        let controls = self.store.destination_controls();
+        ctx.spawn(
+            controls
+                .into_actor(self)
+                .map(|controls, actor, ctx| match controls {
+                    Ok(list) => {
+                        let mine = list.iter().find(|c| {
+                            c.source == actor.target.source
+                                && c.destination == actor.target.destination
+                        });
+                        actor.health = ReceiverHealth::from_control(mine);
+                        actor.health_loaded = true;
+                        if let Some((reason, _)) = &actor.health.disabled {
+                            log::warn!(
+                                "delivery {}: disabled ({reason}); resume it to send again",
+                                actor.name()
+                            );
+                        }
+                        actor.show_health();
+                        actor.pump(ctx);
+                    }
+                    Err(e) => {
+                        log::warn!("delivery {}: cannot read its state yet: {e}", actor.name());
+                        ctx.run_later(STORE_RETRY, |actor, ctx| actor.load_health(ctx));
+                    }
+                }),
+        );
+    }
+
+    /// Feeds an attempt's answers to the receiver's health and carries out what it says.
+    fn learn_from(&mut self, results: &[UrlResult], ctx: &mut Context<Self>) {
+        if results.is_empty() {
+            return;
+        }
+        let summary = AttemptSummary {
+            at_ms: results
+                .iter()
+                .map(|r| r.record.attempted_at_ms)
+                .min()
+                .unwrap_or_else(now_ms),
+            ended_at_ms: now_ms(),
+            succeeded: results.iter().any(|r| r.outcome == UrlOutcome::Success),
+            gone: results
+                .iter()
+                .filter(|r| r.outcome == UrlOutcome::Gone)
+                .map(|r| r.record.url.clone())
+                .collect(),
+            retry_after: results.iter().filter_map(|r| r.retry_after).max(),
+            error: results.iter().rev().find_map(|r| r.record.error.clone()),
+        };
+        let urls: Vec<String> = self.target.urls.iter().map(|u| u.url.clone()).collect();
+        let was_probing = self.health.probing();
+        let backoff = (
+            Duration::from_millis(self.settings.backoff_initial_ms),
+            Duration::from_millis(self.settings.backoff_max_ms),
+        );
+        let changes = self.health.observe(
+            &summary,
+            &urls,
+            self.target.disable_after,
+            backoff,
+            &mut rand::rng(),
+        );
+        if self.health.probing() && !was_probing {
+            log::warn!(
+                "delivery {}: failing since {} ({}); probing with one request at a time",
+                self.name(),
+                self.health
+                    .failing_since_ms()
+                    .map_or_else(String::new, crate::clock::iso),
+                summary.error.as_deref().unwrap_or("unknown")
+            );
+        }
+        for change in changes {
+            match change {
+                HealthChange::Store(change) => self.store_change(change, ctx),
+                HealthChange::Notify(notice) => {
+                    if matches!(notice, crate::delivery::receiver::Notice::Recovered { .. }) {
+                        log::info!(
+                            "delivery {}: recovered; full concurrency again",
+                            self.name()
+                        );
+                    }
+                    self.notify(Operational::Health(notice));
+                }
+            }
+        }
+        self.show_health();
+    }
+
+    /// Keeps a change of the receiver's health in the store (and says so in the log).
+    fn store_change(&mut self, change: ControlChange, ctx: &mut Context<Self>) {
+        let name = self.name();
+        match &change {
+            ControlChange::UrlGone { url } => {
+                log::warn!(
+                    "delivery {name}: {} answered 410 Gone; it is not tried again until the destination is resumed or the configuration reloaded",
+                    crate::redact::url(url)
+                );
+                self.metrics
+                    .urls_gone
+                    .with_label_values(&[&self.target.source, &self.target.destination])
+                    .inc();
+            }
+            ControlChange::Disabled { reason, .. } => {
+                log::warn!(
+                    "delivery {name}: disabled: {reason}; its deliveries wait until it is resumed"
+                );
+            }
+            _ => {}
+        }
+        let stored = self.store.change_control(
+            &self.target.source,
+            &self.target.destination,
+            change,
+            now_ms(),
+        );
+        ctx.spawn(stored.into_actor(self).map(|result, actor, _ctx| {
+            if let Err(e) = result {
+                log::warn!("delivery {}: its state was not stored: {e}", actor.name());
+            }
+        }));
+    }
+
+    fn notify(&self, what: Operational) {
+        if let Some(notifier) = &self.notifier {
+            let notice = Notify {
+                source: self.target.source.clone(),
+                destination: self.target.destination.clone(),
+                what,
+            };
+            if notifier.try_send(notice).is_err() {
+                log::warn!(
+                    "delivery {}: notifier busy; a notification is lost",
+                    self.name()
+                );
+            }
+        }
+    }
+
+    /// Counts a dead letter; the period's count is reported when it ends.
+    fn note_dead(&mut self, message_id: &str, reason: &str, ctx: &mut Context<Self>) {
+        if self.dead.count == 0 {
+            ctx.run_later(DEAD_LETTER_PERIOD, |actor, _ctx| actor.report_dead());
+        }
+        self.dead.add(message_id, reason, now_ms());
+    }
+
+    fn report_dead(&mut self) {
+        let dead = std::mem::take(&mut self.dead);
+        if dead.count > 0 {
+            self.notify(Operational::Dead(dead));
+        }
+    }
+
+    /// The receiver's health in the metrics.
+    fn show_health(&self) {
+        let labels = [
+            self.target.source.as_str(),
+            self.target.destination.as_str(),
+        ];
+        self.metrics
+            .destination_disabled
+            .with_label_values(&labels)
+            .set(i64::from(self.health.disabled.is_some()));
+        self.metrics
+            .destination_probing
+            .with_label_values(&labels)
+            .set(i64::from(self.health.probing()));
+    }
+
+    fn retry_window(&self) -> Duration {
+        Duration::from_secs(self.settings.retry_window_s)
     }
 
     /// The outcome of a delivery that could not be sent at all.
@@ -476,7 +759,7 @@ impl DeliveryActor {
         let policy = RetryPolicy {
             backoff_initial: Duration::from_millis(self.settings.backoff_initial_ms),
             backoff_max: Duration::from_millis(self.settings.backoff_max_ms),
-            window: Duration::from_secs(self.settings.retry_window_s),
+            window: self.retry_window(),
         };
         let now = now_ms();
         let first_attempt_at_ms = delivery
@@ -488,7 +771,9 @@ impl DeliveryActor {
             first_attempt_at_ms,
             given_up_urls: &delivery.given_up_urls,
         };
-        let urls: Vec<String> = self.target.urls.iter().map(|u| u.url.clone()).collect();
+        let urls = self
+            .health
+            .live_urls(self.target.urls.iter().map(|u| u.url.as_str()));
         let update = decide(&policy, &history, &urls, &verdicts, now, &mut rand::rng());
         AttemptOutcome {
             delivery_id: delivery.delivery_id,
@@ -545,6 +830,10 @@ impl DeliveryActor {
             DeliveryUpdate::Dead { .. } => Some("dead"),
             DeliveryUpdate::RetryAt { .. } => None,
         };
+        let dead_reason = match &outcome.update {
+            DeliveryUpdate::Dead { reason } => Some(reason.clone()),
+            _ => None,
+        };
         let record = self.store.record_attempt(outcome.clone());
         let id = delivery.delivery_id;
         let recording = ctx.spawn(record.into_actor(self).map(move |result, actor, ctx| {
@@ -552,6 +841,9 @@ impl DeliveryActor {
                 Ok(()) => {
                     actor.recording.remove(&id);
                     actor.tell_drained();
+                    if let Some(reason) = &dead_reason {
+                        actor.note_dead(&delivery.message_id, reason, ctx);
+                    }
                     if let Some(outcome) = finished {
                         actor
                             .metrics
@@ -658,6 +950,12 @@ impl Handler<SetPaused> for DeliveryActor {
 
     fn handle(&mut self, msg: SetPaused, ctx: &mut Context<Self>) {
         self.paused = msg.0;
+        if !msg.0 {
+            // A resume also enables a destination disabled for its failures (the store
+            // was changed first), with every URL tried again.
+            self.health.resume();
+            self.show_health();
+        }
         log::info!(
             "delivery {}: {}",
             self.name(),
@@ -684,8 +982,14 @@ impl Handler<Reconfigure> for DeliveryActor {
     type Result = ();
 
     fn handle(&mut self, msg: Reconfigure, ctx: &mut Context<Self>) {
+        if msg.target.rate_limit_per_s != self.target.rate_limit_per_s {
+            self.pace = Pace::new(msg.target.rate_limit_per_s);
+        }
         self.target = msg.target;
         self.settings = msg.settings;
+        // URLs gone are tried again after a reload (the store was changed by the reload).
+        self.health.reset_gone();
+        self.show_health();
         self.tls = msg.tls;
         // In-flight requests keep the old client; new ones use the new settings.
         self.client = None;
@@ -720,6 +1024,13 @@ impl Actor for DeliveryActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         log::debug!("delivery {}: started", self.name());
+        if !self.health_loaded {
+            self.load_health(ctx);
+        }
+        if self.dead.count > 0 {
+            // The period's timer died with the life before.
+            ctx.run_later(DEAD_LETTER_PERIOD, |actor, _ctx| actor.report_dead());
+        }
         if std::mem::take(&mut self.restarted) {
             // The attempts of the life before died with it: its claims end, and this
             // life claims under a new name.
@@ -738,6 +1049,11 @@ impl Actor for DeliveryActor {
             self.pump(ctx);
         }
     }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        // Retired or shut down: what was counted is told now.
+        self.report_dead();
+    }
 }
 
 impl Supervised for DeliveryActor {
@@ -755,7 +1071,7 @@ impl Supervised for DeliveryActor {
         self.in_flight.clear();
         self.members.clear();
         self.buffer.clear();
-        self.batch_timer = None;
+        self.send_timer = None;
         self.recording.clear();
         self.restarted = true;
         self.fetching = false;

@@ -23,8 +23,9 @@ use futures_util::future::join_all;
 
 use super::delivery::{
     ActorIdle, Cancel, DeliveryActor, Drain, Fail, Reconfigure, Retire, SetLease, SetPaused,
-    Target, WorkAvailable,
+    Surroundings, Target, WorkAvailable,
 };
+use super::notifier::Notify;
 use crate::config::SharedConfig;
 use crate::metrics::Metrics;
 use crate::store::{ClusterSignal, DestinationKey, Lease, PurgedDelivery, RegulationPlan, Store};
@@ -103,6 +104,11 @@ pub struct HandOver {
     pub limit: Duration,
 }
 
+/// Where the delivery actors started from now on send operational notifications.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UseNotifier(pub Recipient<Notify>);
+
 /// Something another instance (or this one) published through the store.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -126,6 +132,7 @@ pub struct Router {
     own: Option<Addr<Router>>,
     /// Destinations an operator paused; loaded from the store at start.
     paused: HashSet<DestinationKey>,
+    notifier: Option<Recipient<Notify>>,
 }
 
 impl Router {
@@ -149,6 +156,7 @@ impl Router {
             last_woken: HashMap::new(),
             own: None,
             paused: paused.into_iter().collect(),
+            notifier: None,
         }
     }
 
@@ -173,15 +181,18 @@ impl Router {
         let lease = self.owned.get(&key)?.clone();
         let target = self.target(source, destination)?;
         let settings = self.config.current().delivery.clone();
-        let store = Arc::clone(&self.store);
         let tls = Arc::clone(&self.tls);
-        let metrics = Arc::clone(&self.metrics);
+        let surroundings = Surroundings {
+            store: Arc::clone(&self.store),
+            metrics: Arc::clone(&self.metrics),
+            on_idle: self.own.clone()?.recipient(),
+            notifier: self.notifier.clone(),
+        };
         let paused = self.paused.contains(&key);
-        let on_idle = self.own.clone()?.recipient();
         let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
         self.next_arbiter += 1;
         let addr = Supervisor::start_in_arbiter(arbiter, move |_| {
-            DeliveryActor::new(target, lease, settings, store, tls, metrics, on_idle).paused(paused)
+            DeliveryActor::new(target, lease, settings, tls, surroundings).paused(paused)
         });
         log::debug!("router: delivery actor for {source}/{destination} started");
         self.actors.insert(key, addr.clone());
@@ -353,6 +364,14 @@ impl Handler<HandOver> for Router {
         Box::pin(async move {
             let _ = actix_rt::time::timeout(msg.limit, join_all(drains)).await;
         })
+    }
+}
+
+impl Handler<UseNotifier> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: UseNotifier, _ctx: &mut Context<Self>) {
+        self.notifier = Some(msg.0);
     }
 }
 

@@ -4,16 +4,14 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::DateTime;
 use serde_json::{json, Value};
 
 use super::body::read_json_body;
 use super::{ApiError, ApiState};
 use crate::actors::deletion::RegulationAdded;
 use crate::actors::router::{PauseDestination, WakeDestinations};
-use crate::clock::now_ms;
-use crate::segment::time::format_iso8601;
-use crate::store::{DeadLetterQuery, Regulation, RegulationType, ReplaySelection};
+use crate::clock::{iso, now_ms};
+use crate::store::{ControlChange, DeadLetterQuery, Regulation, RegulationType, ReplaySelection};
 
 /// How long a regulation request waits for the regulation to be applied.
 const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -64,10 +62,6 @@ fn authorize(req: &HttpRequest, state: &ApiState) -> Result<(), ApiError> {
     } else {
         Err(ApiError::Unauthorized("wrong admin token".into()))
     }
-}
-
-fn iso(ms: i64) -> String {
-    format_iso8601(DateTime::from_timestamp_millis(ms).unwrap_or_default())
 }
 
 /// `POST /admin/v1/regulations`: stored before the 202; applied by the deletion actor.
@@ -318,6 +312,11 @@ async fn destinations(
         .destination_stats(now)
         .await
         .map_err(|e| ApiError::Unavailable(format!("the store is unavailable: {e}")))?;
+    let controls = state
+        .store
+        .destination_controls()
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the store is unavailable: {e}")))?;
     let config = state.config.current();
     // Nothing can be sent while the store cannot record what is sent.
     let store_problem = state.store.health().problem();
@@ -329,7 +328,17 @@ async fn destinations(
                 .find(|s| s.source == source.name && s.destination == destination.name)
                 .cloned()
                 .unwrap_or_default();
-            let status = if !destination.enabled {
+            let control = controls
+                .iter()
+                .find(|c| c.source == source.name && c.destination == destination.name)
+                .cloned()
+                .unwrap_or_default();
+            let disabled_reason = if !destination.enabled {
+                Some("enabled = false in the configuration".to_string())
+            } else {
+                control.disabled_reason.clone()
+            };
+            let status = if disabled_reason.is_some() {
                 "disabled"
             } else if s.paused {
                 "paused"
@@ -352,6 +361,10 @@ async fn destinations(
                 "lastError": s.last_error,
                 "lastErrorAt": s.last_error_at_ms.map(iso),
                 "blockedReason": (status == "blocked").then_some(&store_problem),
+                "disabledReason": disabled_reason,
+                "disabledAt": control.disabled_at_ms.map(iso),
+                "goneUrls": control.gone_urls.iter().map(|u| crate::redact::url(u)).collect::<Vec<_>>(),
+                "failingSince": control.failing_since_ms.map(iso),
             }));
         }
     }
@@ -387,11 +400,20 @@ async fn pause_or_resume(
             "no destination {source}/{destination}"
         )));
     }
+    let unavailable = |e| ApiError::Unavailable(format!("the store is unavailable: {e}"));
     state
         .store
         .set_paused(&source, &destination, paused, now_ms())
         .await
-        .map_err(|e| ApiError::Unavailable(format!("the store is unavailable: {e}")))?;
+        .map_err(unavailable)?;
+    if !paused {
+        // A resume also enables a destination disabled for its failures.
+        state
+            .store
+            .change_control(&source, &destination, ControlChange::Enabled, now_ms())
+            .await
+            .map_err(unavailable)?;
+    }
     state.router.do_send(PauseDestination {
         source: source.clone(),
         destination: destination.clone(),

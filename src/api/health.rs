@@ -11,12 +11,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics));
 }
 
-/// Prometheus text format. The per-destination gauges are read from the store now.
+/// Prometheus text format. The per-destination gauges and the store's size are read
+/// from the store now.
 async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
     let now = crate::clock::now_ms();
     match state.store.destination_stats(now).await {
         Ok(stats) => state.metrics.set_destination_gauges(&stats, now),
         Err(e) => log::warn!("metrics: destination gauges not refreshed: {e}"),
+    }
+    match state.store.size_bytes().await {
+        Ok(bytes) => state.metrics.store_size.set(bytes as i64),
+        Err(e) => log::warn!("metrics: store size not refreshed: {e}"),
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -12,7 +12,7 @@ use actix_web::http::Uri;
 
 use super::{
     Config, ConfigProblem, DestinationConfig, Headers, StorageBackend, MAX_BATCH_SIZE,
-    MAX_URLS_PER_DESTINATION,
+    MAX_URLS_PER_DESTINATION, NOTIFICATIONS_DESTINATION, NOTIFICATIONS_SOURCE,
 };
 use crate::segment::fql::Fql;
 use crate::segment::mapping::Mapping;
@@ -133,12 +133,29 @@ pub(super) fn check(config: &mut Config, problems: &mut Vec<ConfigProblem>) {
         }
     }
 
+    let retention = &config.retention;
+    p.range(
+        "retention.delivered_s",
+        retention.delivered_s,
+        1..=315_360_000,
+    );
+    p.range(
+        "retention.dead_letter_s",
+        retention.dead_letter_s,
+        1..=315_360_000,
+    );
+
     let mut names = HashSet::new();
     let mut keys = HashSet::new();
     for (i, source) in config.sources.iter_mut().enumerate() {
         let at = format!("sources[{i}]");
         if source.name.is_empty() {
             p.add(format!("{at}.name"), "is required");
+        } else if source.name == NOTIFICATIONS_SOURCE {
+            p.add(
+                format!("{at}.name"),
+                "is webhookd's own (its notifications)",
+            );
         } else if !names.insert(source.name.clone()) {
             p.add(
                 format!("{at}.name"),
@@ -170,6 +187,38 @@ pub(super) fn check(config: &mut Config, problems: &mut Vec<ConfigProblem>) {
             check_destination(destination, &at, &mut p);
         }
     }
+    add_notifications(config, &mut p);
+}
+
+/// `[notifications]` becomes a source of webhookd's own with one destination, so that
+/// notifications are stored, signed, retried and dead-lettered like any event.
+fn add_notifications(config: &mut Config, p: &mut Problems<'_>) {
+    let Some(url) = config.notifications.url.clone().filter(|u| !u.is_empty()) else {
+        return;
+    };
+    let mut destination = DestinationConfig {
+        name: NOTIFICATIONS_DESTINATION.into(),
+        urls: vec![super::UrlConfig {
+            url,
+            headers: Headers::default(),
+        }],
+        signing_secrets: config.notifications.signing_secrets.clone(),
+        ..DestinationConfig::default()
+    };
+    let before = p.0.len();
+    check_destination(&mut destination, "notifications", p);
+    // Problems found under the made-up destination's own paths, told as the keys written.
+    for problem in &mut p.0[before..] {
+        problem.path = problem
+            .path
+            .replace("notifications.urls[0]", "notifications.url");
+    }
+    config.sources.push(super::SourceConfig {
+        name: NOTIFICATIONS_SOURCE.into(),
+        // Empty: no request can name it (empty keys are refused first).
+        write_key: crate::secret::Secret::default(),
+        destinations: vec![destination],
+    });
 }
 
 fn check_destination(d: &mut DestinationConfig, at: &str, p: &mut Problems<'_>) {

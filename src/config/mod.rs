@@ -48,6 +48,39 @@ pub struct Config {
     /// `[[sources]]`: each source is one write key and the webhooks its events go to.
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
+    /// `[notifications]`: operational webhooks about destinations and dead letters.
+    #[serde(default)]
+    pub notifications: NotificationsConfig,
+    /// `[retention]`: how long finished work is kept.
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// `[notifications]`: operational webhooks (`destination.disabled`,
+/// `destination.recovered`, `delivery.dead`), Standard Webhooks signed, sent through
+/// webhookd's own delivery (stored, retried) to one URL.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NotificationsConfig {
+    /// `url`: where they go. Absent: none are sent.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `signing_secrets`: Standard Webhooks secrets (`whsec_…`) that sign them.
+    #[serde(default)]
+    pub signing_secrets: Vec<Secret>,
+}
+
+/// `[retention]`: finished work is pruned after these many seconds, in small steps;
+/// nothing pending is ever pruned, and regulations stay.
+#[serde_inline_default]
+#[derive(Debug, Clone, Deserialize)]
+pub struct RetentionConfig {
+    /// `delivered_s`: events whose deliveries are all done (and events of sources without
+    /// destinations), with their deliveries and attempts. Default 604800 (7 days).
+    #[serde_inline_default(604_800)]
+    pub delivered_s: u64,
+    /// `dead_letter_s`: dead-lettered deliveries. Default 2592000 (30 days).
+    #[serde_inline_default(2_592_000)]
+    pub dead_letter_s: u64,
 }
 
 /// `[server]`
@@ -214,6 +247,15 @@ pub struct DestinationConfig {
     /// Default 1000.
     #[serde_inline_default(1_000)]
     pub batch_wait_ms: u64,
+    /// `disable_after_s`: when no attempt has succeeded for this long while attempts
+    /// fail, the destination is disabled (kept across restarts; its deliveries wait;
+    /// resume enables it). 0: never. Default 0.
+    #[serde(default)]
+    pub disable_after_s: u64,
+    /// `rate_limit_per_s`: requests per second to this destination, at most. 0: no limit.
+    /// Default 0.
+    #[serde(default)]
+    pub rate_limit_per_s: u32,
     /// `[sources.destinations.data]`: the body sent, a Segment mapping of the event
     /// (`@path`, `@template`, `@literal`, `@if`, `@arrayPath`). Absent: the whole event.
     #[serde(default)]
@@ -272,8 +314,15 @@ defaults_from_serde!(
     StorageConfig,
     DeliveryConfig,
     SourceConfig,
-    DestinationConfig
+    DestinationConfig,
+    RetentionConfig
 );
+
+/// The source webhookd's own notifications are stored in (not one of the configured
+/// ones; no write key reaches it).
+pub const NOTIFICATIONS_SOURCE: &str = "_webhookd";
+/// Its one destination, `[notifications] url`.
+pub const NOTIFICATIONS_DESTINATION: &str = "notifications";
 
 impl SourceConfig {
     /// The destinations that take new events.

@@ -234,3 +234,54 @@ fn a_valid_destination_of_the_actions_kind_loads() {
     // Debug never shows header values or secrets.
     assert!(!format!("{d:?}").contains("whsec"));
 }
+
+#[test]
+fn notifications_become_a_source_of_webhookds_own() {
+    let c = Config::from_toml(
+        "[notifications]\nurl = \"https://ops.example.com/hook\"\n\
+         signing_secrets = [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]\n",
+    )
+    .unwrap();
+    let own = c
+        .sources
+        .iter()
+        .find(|s| s.name == NOTIFICATIONS_SOURCE)
+        .unwrap();
+    assert_eq!(own.destinations[0].name, NOTIFICATIONS_DESTINATION);
+    assert_eq!(
+        own.destinations[0].urls[0].url,
+        "https://ops.example.com/hook"
+    );
+    assert_eq!(own.destinations[0].signing_secrets.len(), 1);
+    // Without a URL there is none; its problems are told by the keys written.
+    assert!(Config::from_toml("").unwrap().sources.is_empty());
+    assert_eq!(
+        problems("[notifications]\nurl = \"ftp://x/\"\nsigning_secrets = [\"nope\"]\n"),
+        [
+            "notifications.url: \"ftp://x/\" must start with http:// or https://",
+            "notifications.signing_secrets[0]: must start with \"whsec_\""
+        ]
+    );
+    assert_eq!(
+        problems("[[sources]]\nname = \"_webhookd\"\nwrite_key = \"k\"\n"),
+        ["sources[0].name: is webhookd's own (its notifications)"]
+    );
+}
+
+#[test]
+fn failing_receiver_settings_and_retention_load() {
+    let c = Config::from_toml(
+        "[retention]\ndelivered_s = 60\n[[sources]]\nname = \"web\"\nwrite_key = \"k\"\n\
+         [[sources.destinations]]\nname = \"d\"\nurls = [\"http://a/\"]\n\
+         disable_after_s = 432000\nrate_limit_per_s = 50\n",
+    )
+    .unwrap();
+    let d = &c.sources[0].destinations[0];
+    assert_eq!((d.disable_after_s, d.rate_limit_per_s), (432_000, 50));
+    assert_eq!(c.retention.delivered_s, 60);
+    assert_eq!(c.retention.dead_letter_s, 2_592_000);
+    assert_eq!(
+        problems("[retention]\ndelivered_s = 0\n"),
+        ["retention.delivered_s: must be 1 to 315360000 (it is 0)"]
+    );
+}

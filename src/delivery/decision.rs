@@ -42,7 +42,7 @@ pub struct History<'a> {
 }
 
 /// Decides the delivery's fate after an attempt at `now_ms` to `urls` (the destination's
-/// URLs now) gave `verdicts`.
+/// URLs now, less those gone) gave `verdicts`.
 pub fn decide(
     policy: &RetryPolicy,
     history: &History<'_>,
@@ -53,6 +53,14 @@ pub fn decide(
 ) -> DeliveryUpdate {
     if verdicts.iter().any(|v| v.outcome == UrlOutcome::Success) {
         return DeliveryUpdate::Delivered;
+    }
+    if urls.is_empty() {
+        // Every URL is gone and the destination disabled: the delivery waits for a resume
+        // or a reload, not dead-lettered for its receiver's state.
+        return DeliveryUpdate::RetryAt {
+            at_ms: now_ms,
+            given_up_urls: history.given_up_urls.to_vec(),
+        };
     }
     let mut given_up: Vec<String> = history.given_up_urls.to_vec();
     for v in verdicts

@@ -6,6 +6,8 @@ pub mod backoff;
 pub mod client;
 pub mod decision;
 pub mod outcome;
+pub mod pace;
+pub mod receiver;
 pub mod request;
 pub mod signature;
 pub mod standard;

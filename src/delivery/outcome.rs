@@ -14,6 +14,9 @@ pub enum UrlOutcome {
     Retryable,
     /// This URL will not be tried again for this delivery.
     Permanent,
+    /// `410 Gone`: this URL will not be tried again for any delivery (until a resume or
+    /// a reload).
+    Gone,
 }
 
 /// Classifies an HTTP status. Redirects are never followed, so a 3xx is permanent.
@@ -21,6 +24,7 @@ pub fn classify_status(status: u16) -> UrlOutcome {
     match status {
         200..=299 => UrlOutcome::Success,
         408 | 423 | 429 => UrlOutcome::Retryable,
+        410 => UrlOutcome::Gone,
         501 => UrlOutcome::Permanent,
         500..=599 => UrlOutcome::Retryable,
         _ => UrlOutcome::Permanent,
@@ -91,9 +95,10 @@ mod tests {
         for status in [408, 423, 429, 500, 502, 503, 504, 599] {
             assert_eq!(classify_status(status), UrlOutcome::Retryable, "{status}");
         }
-        for status in [301, 302, 307, 400, 401, 403, 404, 410, 422, 501] {
+        for status in [301, 302, 307, 400, 401, 403, 404, 422, 501] {
             assert_eq!(classify_status(status), UrlOutcome::Permanent, "{status}");
         }
+        assert_eq!(classify_status(410), UrlOutcome::Gone);
     }
 
     #[test]

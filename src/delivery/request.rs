@@ -39,6 +39,10 @@ pub struct Target {
     pub batch_size: usize,
     /// How long a partial batch waits for more.
     pub batch_wait: Duration,
+    /// Failing this long with no success disables the destination; zero: never.
+    pub disable_after: Duration,
+    /// Requests per second, at most; 0: no limit.
+    pub rate_limit_per_s: u32,
 }
 
 /// One URL and the headers its requests carry (the destination's, then its own).
@@ -85,6 +89,8 @@ impl Target {
             mapping: destination.mapping.clone(),
             batch_size: destination.batch_size.max(1),
             batch_wait: Duration::from_millis(destination.batch_wait_ms),
+            disable_after: Duration::from_secs(destination.disable_after_s),
+            rate_limit_per_s: destination.rate_limit_per_s,
         }
     }
 

@@ -158,6 +158,27 @@ pub trait Store: Send + Sync + 'static {
     /// where the store has one instance, which hears its own writes directly.
     fn take_signals(&self) -> Option<tokio::sync::mpsc::Receiver<ClusterSignal>>;
 
+    /// The stored decisions about every destination that has any.
+    fn destination_controls(&self) -> StoreFuture<Vec<DestinationControl>>;
+
+    /// Changes what is stored about `source`/`destination`; on a shared database its
+    /// owner hears of it ([`ClusterSignal::Paused`] with `paused: false` for `Enabled`).
+    fn change_control(
+        &self,
+        source: &str,
+        destination: &str,
+        change: ControlChange,
+        now_ms: i64,
+    ) -> StoreFuture<()>;
+
+    /// Removes one step of finished work (events whose deliveries are all done or dead
+    /// long enough, their deliveries and attempts; dedupe entries out of the window).
+    /// Never anything pending, never a regulation or its notifications.
+    fn prune(&self, prune: Prune) -> StoreFuture<Pruned>;
+
+    /// Bytes the store takes.
+    fn size_bytes(&self) -> StoreFuture<u64>;
+
     /// Whether writes succeed, as the latest ones found.
     fn health(&self) -> StoreHealth;
 

@@ -391,3 +391,64 @@ pub enum ClusterSignal {
         paused: bool,
     },
 }
+
+/// What webhookd decided about a destination from its receiver's answers, kept across
+/// restarts and instances.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DestinationControl {
+    pub source: String,
+    pub destination: String,
+    /// Disabled (by `disable_after_s`, or every URL gone): nothing is sent until resumed.
+    pub disabled_at_ms: Option<i64>,
+    pub disabled_reason: Option<String>,
+    /// URLs that answered `410 Gone`: not tried again until resumed or reloaded.
+    pub gone_urls: Vec<String>,
+    /// Since when attempts have failed with no success.
+    pub failing_since_ms: Option<i64>,
+}
+
+/// A change to a destination's [`DestinationControl`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlChange {
+    /// A URL answered `410 Gone`.
+    UrlGone {
+        url: String,
+    },
+    /// Attempts have been failing since then (`None`: an attempt succeeded).
+    Failing {
+        since_ms: Option<i64>,
+    },
+    Disabled {
+        reason: String,
+        at_ms: i64,
+    },
+    /// Resumed by an operator: enabled, no URL gone, no failure remembered.
+    Enabled,
+    /// A reload: the URLs gone are tried again.
+    UrlsReset,
+}
+
+/// What to prune: finished work older than these times, looking at `limit` events
+/// after `after_id` in one step (so that a step stays short, however much is pending).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prune {
+    /// Events with a larger id are looked at (the previous step's `next_after`; 0 first).
+    pub after_id: i64,
+    /// Events received, and deliveries delivered, before this.
+    pub delivered_before_ms: i64,
+    /// Deliveries dead-lettered before this.
+    pub dead_before_ms: i64,
+    /// Dedupe entries older than this (the dedupe window's start).
+    pub dedupe_before_ms: i64,
+    pub limit: usize,
+}
+
+/// What one pruning step removed, and where the next one starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub events: u64,
+    pub dedupe_entries: u64,
+    /// The last event id looked at; `None`: the pass reached events too recent to prune
+    /// (start again from 0 later).
+    pub next_after: Option<i64>,
+}

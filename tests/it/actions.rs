@@ -4,16 +4,17 @@
 //! signatures verified by the official `standardwebhooks` package.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::receiver::{Receiver, Recorded, Reply};
-use crate::common::{admin, node_available, run_node, Webhookd, ADMIN_TOKEN, WRITE_KEY};
+use crate::common::receiver::{Receiver, Reply};
+use crate::common::{
+    admin, node_available, run_node, standard_webhooks_installed, standard_webhooks_verify,
+    Webhookd, ADMIN_TOKEN, WRITE_KEY,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
-const CLIENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients");
 const SECRET_A: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const SECRET_B: &str = "whsec_c2Vjb25kIHNlY3JldCBvZiB3ZWJob29rZA==";
 
@@ -57,42 +58,6 @@ fn snippet_verifies(secret: &str, items: &[(String, String)]) -> bool {
         "#
     );
     run_node(&script, &serde_json::to_string(&input).unwrap()).trim() == "true"
-}
-
-/// Whether the official `standardwebhooks` package accepts each request with `secret`.
-fn standard_webhooks_verify(secret: &str, requests: &[Recorded]) -> Vec<bool> {
-    let items: Vec<Value> = requests
-        .iter()
-        .map(|r| {
-            json!({"secret": secret, "body": String::from_utf8(r.body.clone()).unwrap(),
-                "headers": {"webhook-id": r.header("webhook-id"),
-                    "webhook-timestamp": r.header("webhook-timestamp"),
-                    "webhook-signature": r.header("webhook-signature")}})
-        })
-        .collect();
-    let code = format!(
-        "process.chdir({CLIENTS:?}); require({:?})",
-        Path::new(CLIENTS)
-            .join("standard-webhooks-verify.js")
-            .display()
-            .to_string()
-    );
-    serde_json::from_str(&run_node(&code, &serde_json::to_string(&items).unwrap())).unwrap()
-}
-
-fn standard_webhooks_installed() -> bool {
-    let found = Path::new(CLIENTS)
-        .join("node_modules/standardwebhooks")
-        .is_dir()
-        && node_available();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must verify with the standardwebhooks package (npm ci in tests/clients)"
-        );
-        eprintln!("SKIPPED: standardwebhooks is not installed (npm ci in tests/clients)");
-    }
-    found
 }
 
 #[test]

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use webhookd::config::{StorageBackend, StorageConfig, StorageUrl};
 use webhookd::store::{
-    self, Appended, AttemptOutcome, AttemptRecord, Claim, DeadLetterQuery, DeliveryUpdate,
-    Heartbeat, InstanceInfo, Lease, NewEvent, Notification, Regulation, RegulationPlan,
-    RegulationType, ReplaySelection, Store, StoreError, StoreHealth,
+    self, Appended, AttemptOutcome, AttemptRecord, Claim, ControlChange, DeadLetterQuery,
+    DeliveryUpdate, DestinationControl, Heartbeat, InstanceInfo, Lease, NewEvent, Notification,
+    Prune, Regulation, RegulationPlan, RegulationType, ReplaySelection, Store, StoreError,
+    StoreHealth,
 };
 
 use crate::common::postgres::{postgres_available, TestDatabase};
@@ -549,6 +550,112 @@ fn pauses_are_kept(b: &Backend) {
     assert!(b.run(s.paused_destinations()).unwrap().is_empty());
 }
 
+fn controls_are_kept_and_changed(b: &Backend) {
+    let s = b.store.as_ref();
+    assert!(b.run(s.destination_controls()).unwrap().is_empty());
+    let change = |c: ControlChange| b.run(s.change_control("web", "d", c, T0)).unwrap();
+    change(ControlChange::UrlGone {
+        url: "http://a/".into(),
+    });
+    change(ControlChange::UrlGone {
+        url: "http://a/".into(),
+    });
+    change(ControlChange::UrlGone {
+        url: "http://b/".into(),
+    });
+    change(ControlChange::Failing { since_ms: Some(T0) });
+    change(ControlChange::Disabled {
+        reason: "why".into(),
+        at_ms: T0 + 1,
+    });
+    let expected = DestinationControl {
+        source: "web".into(),
+        destination: "d".into(),
+        disabled_at_ms: Some(T0 + 1),
+        disabled_reason: Some("why".into()),
+        gone_urls: vec!["http://a/".into(), "http://b/".into()],
+        failing_since_ms: Some(T0),
+    };
+    assert_eq!(
+        b.run(s.destination_controls()).unwrap(),
+        std::slice::from_ref(&expected)
+    );
+    change(ControlChange::UrlsReset);
+    change(ControlChange::Failing { since_ms: None });
+    let reset = DestinationControl {
+        gone_urls: vec![],
+        failing_since_ms: None,
+        ..expected
+    };
+    assert_eq!(b.run(s.destination_controls()).unwrap(), [reset]);
+    change(ControlChange::Enabled);
+    assert!(b.run(s.destination_controls()).unwrap().is_empty());
+}
+
+fn pruning_removes_finished_work_only(b: &Backend) {
+    let s = b.store.as_ref();
+    let mut no_destination = event("web", "none", "u", &[]);
+    no_destination.destinations.clear();
+    let appended = b
+        .run(s.append(vec![
+            event("web", "delivered", "u", &["d"]),
+            event("web", "pending", "u", &["d"]),
+            event("web", "dead", "u", &["d"]),
+            event("web", "late", "u", &["d"]),
+            no_destination,
+        ]))
+        .unwrap();
+    assert!(appended
+        .iter()
+        .all(|a| matches!(a, Appended::Stored { .. })));
+    let lease = beat(b, s, "i1", &[key("web", "d")], T0)[0].clone();
+    let due = b.run(s.claim_due(claim(&lease, "a", T0, 10))).unwrap().due;
+    let id = |m: &str| due.iter().find(|d| d.message_id == m).unwrap().delivery_id;
+    let finish = |m: &str, at: i64, update: DeliveryUpdate| {
+        b.run(s.record_attempt(outcome(id(m), "a", at, update)))
+            .unwrap()
+    };
+    finish("delivered", T0 + 10, DeliveryUpdate::Delivered);
+    finish(
+        "dead",
+        T0 + 10,
+        DeliveryUpdate::Dead {
+            reason: "gone".into(),
+        },
+    );
+    finish("late", T0 + 1_000, DeliveryUpdate::Delivered);
+    let before = T0 + 500;
+    let prune = Prune {
+        after_id: 0,
+        delivered_before_ms: before,
+        dead_before_ms: before,
+        dedupe_before_ms: before,
+        limit: 100,
+    };
+    let pruned = b.run(s.prune(prune)).unwrap();
+    assert_eq!(pruned.events, 3, "{pruned:?}");
+    let last = pruned.next_after.expect("the pass goes on");
+    let rest = b
+        .run(s.prune(Prune {
+            after_id: last,
+            ..prune
+        }))
+        .unwrap();
+    assert_eq!((rest.events, rest.next_after), (0, None));
+    let find = |m: &str| b.run(s.find_event("web", m)).unwrap();
+    for gone in ["delivered", "dead", "none"] {
+        assert!(find(gone).is_none(), "{gone} kept");
+    }
+    assert!(find("pending").is_some(), "a pending event was pruned");
+    assert!(find("late").is_some(), "a recent delivery was pruned");
+    // Out of the window, a pruned messageId is new again.
+    let mut again = event("web", "delivered", "u", &["d"]);
+    again.dedupe_since_ms = Some(before);
+    again.received_at_ms = before + 1;
+    stored_id(&b.run(s.append(vec![again])).unwrap()[0]);
+    assert!(b.run(s.size_bytes()).unwrap() > 0);
+}
+
 fn the_store_is_healthy_and_probes(b: &Backend) {
     let s = b.store.as_ref();
     assert_eq!(s.health(), StoreHealth::Writable);
@@ -627,6 +734,8 @@ contract!(
     connection_failures_alone_give_stats,
     regulations_remove_their_users_once,
     pauses_are_kept,
+    controls_are_kept_and_changed,
+    pruning_removes_finished_work_only,
     the_store_is_healthy_and_probes,
     a_newer_schema_is_refused,
 );

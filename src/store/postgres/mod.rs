@@ -17,6 +17,7 @@
 //! reconnects by itself.
 
 mod cluster;
+mod control;
 mod delivery;
 mod ingest;
 mod listen;
@@ -34,11 +35,11 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 use super::{
-    Appended, AttemptOutcome, AttemptRecord, Claim, ClusterSignal, CommitObserver, DeadLetter,
-    DeadLetterQuery, DeliveryStatus, DestinationKey, DestinationStats, DuePage, HealthCell,
-    Heartbeat, HeartbeatAnswer, InstanceRecord, Lease, NewEvent, Regulation, RegulationApplied,
-    RegulationPlan, RegulationProgress, ReplaySelection, Store, StoreError, StoreFuture,
-    StoreHealth, StoredEvent, Suppression,
+    Appended, AttemptOutcome, AttemptRecord, Claim, ClusterSignal, CommitObserver, ControlChange,
+    DeadLetter, DeadLetterQuery, DeliveryStatus, DestinationControl, DestinationKey,
+    DestinationStats, DuePage, HealthCell, Heartbeat, HeartbeatAnswer, InstanceRecord, Lease,
+    NewEvent, Prune, Pruned, Regulation, RegulationApplied, RegulationPlan, RegulationProgress,
+    ReplaySelection, Store, StoreError, StoreFuture, StoreHealth, StoredEvent, Suppression,
 };
 use crate::config::StorageConfig;
 
@@ -551,6 +552,31 @@ impl Store for PostgresStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take()
+    }
+
+    fn destination_controls(&self) -> StoreFuture<Vec<DestinationControl>> {
+        self.run(false, control::controls)
+    }
+
+    fn change_control(
+        &self,
+        source: &str,
+        destination: &str,
+        change: ControlChange,
+        _now_ms: i64,
+    ) -> StoreFuture<()> {
+        let (source, destination) = (source.to_string(), destination.to_string());
+        self.run(false, move |pool| {
+            control::change(pool, source, destination, change)
+        })
+    }
+
+    fn prune(&self, prune: Prune) -> StoreFuture<Pruned> {
+        self.run(false, move |pool| control::prune(pool, prune))
+    }
+
+    fn size_bytes(&self) -> StoreFuture<u64> {
+        self.run(false, control::size_bytes)
     }
 
     fn health(&self) -> StoreHealth {

@@ -11,7 +11,8 @@ use crate::store::StoreError;
 const MIGRATION_LOCK: i64 = 0x7765_6268_6f6f_6b01;
 
 /// Migration `n` (from 1) is `MIGRATIONS[n - 1]`. Never edit one that has shipped: add one.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE events (
     id          BIGSERIAL PRIMARY KEY,
     source      TEXT NOT NULL,
@@ -133,7 +134,22 @@ CREATE INDEX destination_leases_by_owner ON destination_leases (owner);
 
 -- Always empty: a write here, rolled back, tells whether the database takes writes.
 CREATE TABLE write_probe (b BYTEA);
-"];
+",
+    "
+-- What webhookd decided about destinations from their receivers' answers.
+CREATE TABLE destination_controls (
+    source          TEXT NOT NULL,
+    destination     TEXT NOT NULL,
+    disabled_at     BIGINT,
+    disabled_reason TEXT,
+    gone_urls       TEXT,      -- JSON array of URLs that answered 410 Gone
+    failing_since   BIGINT,
+    PRIMARY KEY (source, destination)
+);
+-- Retention removes dedupe entries out of the window, oldest first.
+CREATE INDEX dedupe_by_time ON dedupe (received_at);
+",
+];
 
 /// The schema version this build writes.
 pub(super) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;

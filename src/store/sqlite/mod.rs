@@ -23,6 +23,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 mod cluster;
+mod control;
 mod delivery;
 mod ingest;
 mod operations;
@@ -30,11 +31,11 @@ mod regulation;
 mod schema;
 
 use super::{
-    Appended, AttemptOutcome, AttemptRecord, Claim, ClusterSignal, DeadLetter, DeadLetterQuery,
-    DeliveryStatus, DestinationKey, DestinationStats, DuePage, HealthCell, Heartbeat,
-    HeartbeatAnswer, InstanceRecord, Lease, NewEvent, Regulation, RegulationApplied,
-    RegulationPlan, RegulationProgress, ReplaySelection, Store, StoreError, StoreFuture,
-    StoreHealth, StoredEvent, Suppression,
+    Appended, AttemptOutcome, AttemptRecord, Claim, ClusterSignal, ControlChange, DeadLetter,
+    DeadLetterQuery, DeliveryStatus, DestinationControl, DestinationKey, DestinationStats, DuePage,
+    HealthCell, Heartbeat, HeartbeatAnswer, InstanceRecord, Lease, NewEvent, Prune, Pruned,
+    Regulation, RegulationApplied, RegulationPlan, RegulationProgress, ReplaySelection, Store,
+    StoreError, StoreFuture, StoreHealth, StoredEvent, Suppression,
 };
 
 /// Upper bound on the jobs that share one transaction, so that one commit stays short.
@@ -400,6 +401,37 @@ impl Store for SqliteStore {
 
     fn take_signals(&self) -> Option<mpsc::Receiver<ClusterSignal>> {
         None
+    }
+
+    fn destination_controls(&self) -> StoreFuture<Vec<DestinationControl>> {
+        self.read(control::controls)
+    }
+
+    fn change_control(
+        &self,
+        source: &str,
+        destination: &str,
+        change: ControlChange,
+        _now_ms: i64,
+    ) -> StoreFuture<()> {
+        let (source, destination) = (source.to_string(), destination.to_string());
+        self.write(false, move |conn| {
+            control::change(conn, &source, &destination, &change)
+        })
+    }
+
+    fn prune(&self, prune: Prune) -> StoreFuture<Pruned> {
+        self.write(false, move |conn| control::prune(conn, &prune))
+    }
+
+    fn size_bytes(&self) -> StoreFuture<u64> {
+        self.read(|conn| {
+            let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+            let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            // Pages in use: free pages are reused before the file grows.
+            Ok(((pages - free).max(0) * size) as u64)
+        })
     }
 
     fn health(&self) -> StoreHealth {

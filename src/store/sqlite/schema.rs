@@ -138,6 +138,18 @@ CREATE INDEX destination_leases_by_owner ON destination_leases (owner);
 -- Always empty: a write here, rolled back, tells whether the store has space again.
 CREATE TABLE IF NOT EXISTS write_probe (b BLOB);
 ",
+    // 3: what webhookd decided about destinations from their receivers' answers.
+    "
+CREATE TABLE destination_controls (
+    source          TEXT NOT NULL,
+    destination     TEXT NOT NULL,
+    disabled_at     INTEGER,
+    disabled_reason TEXT,
+    gone_urls       TEXT,      -- JSON array of URLs that answered 410 Gone
+    failing_since   INTEGER,
+    PRIMARY KEY (source, destination)
+) WITHOUT ROWID;
+",
 ];
 
 /// The schema version this build writes.

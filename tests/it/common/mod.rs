@@ -23,6 +23,8 @@ use postgres::{suite_on_postgres, TestDatabase};
 
 pub const WRITE_KEY: &str = "WRITE_KEY_WEB";
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// The Node.js clients and reference packages (`npm ci` there).
+pub const CLIENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients");
 
 /// A config with one source `web` (write key [`WRITE_KEY`]) and one destination.
 pub fn one_source_config() -> String {
@@ -264,6 +266,22 @@ impl Webhookd {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The sum of the samples of metric `name` whose labels include every one of
+    /// `labels` (`key="value"`), as `/metrics` shows them now.
+    pub fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        let text = ureq::get(&self.url("/metrics"))
+            .call()
+            .expect("metrics")
+            .into_string()
+            .unwrap();
+        text.lines()
+            .filter(|l| {
+                l.split(['{', ' ']).next() == Some(name) && labels.iter().all(|k| l.contains(k))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -588,4 +606,40 @@ pub fn run_node(script: &str, input: &str) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap()
+}
+
+/// Whether the official `standardwebhooks` package accepts each request with `secret`.
+pub fn standard_webhooks_verify(secret: &str, requests: &[receiver::Recorded]) -> Vec<bool> {
+    let items: Vec<Value> = requests
+        .iter()
+        .map(|r| {
+            serde_json::json!({"secret": secret, "body": String::from_utf8(r.body.clone()).unwrap(),
+                "headers": {"webhook-id": r.header("webhook-id"),
+                    "webhook-timestamp": r.header("webhook-timestamp"),
+                    "webhook-signature": r.header("webhook-signature")}})
+        })
+        .collect();
+    let code = format!(
+        "process.chdir({CLIENTS:?}); require({:?})",
+        std::path::Path::new(CLIENTS)
+            .join("standard-webhooks-verify.js")
+            .display()
+            .to_string()
+    );
+    serde_json::from_str(&run_node(&code, &serde_json::to_string(&items).unwrap())).unwrap()
+}
+
+pub fn standard_webhooks_installed() -> bool {
+    let found = std::path::Path::new(CLIENTS)
+        .join("node_modules/standardwebhooks")
+        .is_dir()
+        && node_available();
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must verify with the standardwebhooks package (npm ci in tests/clients)"
+        );
+        eprintln!("SKIPPED: standardwebhooks is not installed (npm ci in tests/clients)");
+    }
+    found
 }
