@@ -1,7 +1,7 @@
 //! The load generator: `concurrency` keep-alive connections POSTing one body, for a time
 //! or a number of requests, at full speed or at a fixed rate.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,9 @@ pub struct LoadResult {
     pub ok: u64,
     pub failed: u64,
     pub elapsed: Duration,
+    /// Request latency percentiles, in milliseconds.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
 }
 
 impl LoadResult {
@@ -59,12 +62,14 @@ async fn generate(load: Load) -> LoadResult {
     let issued = Rc::new(Cell::new(0u64));
     let ok = Rc::new(Cell::new(0u64));
     let failed = Rc::new(Cell::new(0u64));
+    let latencies = Rc::new(RefCell::new(Vec::<Duration>::new()));
     let interval = load.rate.map(|r| Duration::from_secs_f64(1.0 / r));
     let mut tasks = Vec::new();
     for connection in 0..load.concurrency {
         let (client, load) = (client.clone(), load.clone());
         let url = load.urls[connection % load.urls.len()].clone();
         let (issued, ok, failed) = (Rc::clone(&issued), Rc::clone(&ok), Rc::clone(&failed));
+        let latencies = Rc::clone(&latencies);
         tasks.push(actix_rt::spawn(async move {
             loop {
                 let n = issued.get();
@@ -81,10 +86,12 @@ async fn generate(load: Load) -> LoadResult {
                 for (name, value) in &load.headers {
                     request = request.insert_header((name.as_str(), value.as_str()));
                 }
+                let sent_at = Instant::now();
                 match request.send_body(load.body.clone()).await {
                     Ok(mut response) if response.status().is_success() => {
                         let _ = response.body().await;
                         ok.set(ok.get() + 1);
+                        latencies.borrow_mut().push(sent_at.elapsed());
                     }
                     _ => failed.set(failed.get() + 1),
                 }
@@ -94,9 +101,18 @@ async fn generate(load: Load) -> LoadResult {
     for task in tasks {
         let _ = task.await;
     }
+    let mut latencies = latencies.take();
+    latencies.sort_unstable();
+    let percentile = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
     LoadResult {
         ok: ok.get(),
         failed: failed.get(),
         elapsed: started.elapsed(),
+        p50_ms: percentile(0.50),
+        p99_ms: percentile(0.99),
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Scenarios: baseline; durable ingest (single events, batches of 100); end to end at full
 //! and half load; a backlog ingested while the receiver fails, then drained; isolation
-//! from a hanging destination; fan-out to five destinations.
+//! from a hanging destination; fan-out to five destinations; destinations of the Actions
+//! kind; and, when asked for, retention under steady load for millions of events.
 
 mod load;
 mod receiver;
@@ -47,6 +48,20 @@ struct Args {
     /// The webhookd binary; default: the one beside this one.
     #[arg(long)]
     webhookd: Option<PathBuf>,
+    /// Scenario 9, retention: this many events through one destination with
+    /// `delivered_s = 60`, at `--retention-rate`; 0 skips it.
+    #[arg(long, default_value_t = 0)]
+    retention_events: u64,
+    /// Events per second offered in the retention scenario.
+    #[arg(long, default_value_t = 6_000.0)]
+    retention_rate: f64,
+    /// Events per second offered in the retention scenario on PostgreSQL (default: the
+    /// same as on SQLite; PostgreSQL delivers fewer per second on this machine).
+    #[arg(long)]
+    pg_retention_rate: Option<f64>,
+    /// Run the retention scenario alone (with the baseline), skipping 1 to 8.
+    #[arg(long, requires = "retention_events")]
+    retention_only: bool,
     /// Where the JSON results go.
     #[arg(long, default_value = "bench-results.json")]
     json: PathBuf,
@@ -61,6 +76,30 @@ struct Results {
     postgres: Option<BackendResults>,
     /// 1, 2 and 3 instances on one PostgreSQL database.
     cluster: Vec<ClusterResults>,
+    /// Scenario 9, by backend.
+    retention: Vec<RetentionResults>,
+}
+
+/// Retention under steady load: how the store's size moves, and what pruning costs
+/// ingest.
+#[derive(Serialize, Default)]
+struct RetentionResults {
+    backend: String,
+    events: u64,
+    offered_events_per_s: f64,
+    delivered: u64,
+    /// Batch requests (100 events) in the first 55 s, before anything is old enough to
+    /// prune, and after, while pruning runs.
+    p50_before_ms: f64,
+    p99_before_ms: f64,
+    p50_during_ms: f64,
+    p99_during_ms: f64,
+    pruned_events: f64,
+    /// Events of a source whose receiver refuses connections: all must stay pending.
+    held_sent: u64,
+    held_pending: f64,
+    /// (seconds since the load started, bytes the store takes), every 10 s.
+    size_curve: Vec<(u64, u64)>,
 }
 
 /// Every scenario on one backend.
@@ -376,6 +415,99 @@ impl Bench {
         r
     }
 
+    /// Scenario 9: `events` through one destination at `rate` events/s with
+    /// `delivered_s = 60`, beside a source whose receiver refuses connections.
+    fn retention(&self, postgres: bool, events: u64, rate: f64) -> RetentionResults {
+        let name = if postgres { "PostgreSQL" } else { "SQLite" };
+        eprintln!("{name}: 9 retention, {events} events at {rate} events/s");
+        let receiver = &self.receiver;
+        let (storage, _db) = self.storage(postgres);
+        let service = Service::start_with(
+            &self.webhookd,
+            &storage,
+            &[("hook", receiver.url("/hook"))],
+            DELIVERY,
+            "",
+            "dedupe_window_s = 60",
+            "[retention]\ndelivered_s = 60\ndead_letter_s = 60\n\
+             [[sources]]\nname = \"held\"\nwrite_key = \"HELD_KEY\"\n\
+             [[sources.destinations]]\nname = \"held\"\nurls = [\"http://127.0.0.1:9/hook\"]\n",
+        );
+        let held = Load {
+            headers: vec![
+                (
+                    "Authorization".into(),
+                    format!("Basic {}", base64_key("HELD_KEY")),
+                ),
+                ("Content-Type".into(), "application/json".into()),
+            ],
+            max_requests: Some(10),
+            ..self.load(vec![service.url("/v1/batch")], batch_body(100))
+        };
+        let held_sent = load::run(held).ok * 100;
+        receiver.reset();
+        let requests_per_s = rate / 100.0;
+        let phase = |seconds: u64, requests: u64| Load {
+            concurrency: 8,
+            duration: Duration::from_secs(seconds),
+            max_requests: Some(requests),
+            rate: Some(requests_per_s),
+            ..self.load(vec![service.url("/v1/batch")], batch_body(100))
+        };
+        let total_requests = events.div_ceil(100);
+        let started = Instant::now();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let mut curve = Vec::new();
+        let (before, during) = std::thread::scope(|scope| {
+            let sampler = scope.spawn(|| {
+                let mut samples = Vec::new();
+                let mut next = Duration::ZERO;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    if started.elapsed() >= next {
+                        let bytes = service.metric("webhookd_store_size_bytes", "") as u64;
+                        samples.push((next.as_secs(), bytes));
+                        next += Duration::from_secs(10);
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                samples
+            });
+            let first = (55.0 * requests_per_s) as u64;
+            let before = load::run(phase(55, first.min(total_requests)));
+            let during = load::run(phase(3600, total_requests.saturating_sub(before.ok)));
+            let sent = (before.ok + during.ok) * 100;
+            if !receiver.wait_for(sent, Duration::from_secs(600)) {
+                eprintln!("warning: {} of {sent} delivered", receiver.delivered());
+            }
+            // Pruning catches up: everything but the last minute's events goes.
+            let prunable = sent.saturating_sub((rate * 75.0) as u64) as f64;
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while service.metric("webhookd_pruned_total", "what=\"events\"") < prunable
+                && Instant::now() < deadline
+            {
+                // Each scrape costs the store aggregate queries: not too often.
+                std::thread::sleep(Duration::from_secs(5));
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            curve = sampler.join().unwrap();
+            (before, during)
+        });
+        RetentionResults {
+            backend: name.into(),
+            events: (before.ok + during.ok) * 100,
+            offered_events_per_s: rate,
+            delivered: receiver.delivered(),
+            p50_before_ms: before.p50_ms,
+            p99_before_ms: before.p99_ms,
+            p50_during_ms: during.p50_ms,
+            p99_during_ms: during.p99_ms,
+            pruned_events: service.metric("webhookd_pruned_total", "what=\"events\""),
+            held_sent,
+            held_pending: service.metric("webhookd_queue_depth", "source=\"held\""),
+            size_curve: curve,
+        }
+    }
+
     /// `instances` webhookd on one PostgreSQL database, six destinations (so that leases
     /// spread), load spread over every instance.
     fn cluster(&self, instances: usize) -> ClusterResults {
@@ -437,16 +569,31 @@ fn main() {
     eprintln!("1/6 baseline");
     r.baseline_requests_per_s =
         load::run(bench.load(vec![bench.receiver.url("/baseline")], track_body())).per_second();
-    r.sqlite = bench.scenarios(false, None);
-    bench.actions(&mut r.sqlite);
-    if postgres {
+    if !bench.args.retention_only {
+        r.sqlite = bench.scenarios(false, None);
+        bench.actions(&mut r.sqlite);
+    }
+    if postgres && !bench.args.retention_only {
         r.postgres = Some(bench.scenarios(true, Some(r.sqlite.e2e_half_rate_per_s)));
         r.cluster = (1..=3).map(|n| bench.cluster(n)).collect();
+    }
+    if bench.args.retention_events > 0 {
+        let (events, rate) = (bench.args.retention_events, bench.args.retention_rate);
+        r.retention.push(bench.retention(false, events, rate));
+        if postgres {
+            let rate = bench.args.pg_retention_rate.unwrap_or(rate);
+            r.retention.push(bench.retention(true, events, rate));
+        }
     }
     print_table(&r);
     std::fs::write(&bench.args.json, serde_json::to_string_pretty(&r).unwrap())
         .expect("write JSON");
     eprintln!("results written to {}", bench.args.json.display());
+}
+
+fn base64_key(key: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("{key}:"))
 }
 
 fn machine() -> String {
@@ -472,6 +619,8 @@ fn print_table(r: &Results) {
     };
     let backends: Vec<(&str, &BackendResults)> = std::iter::once(("SQLite", &r.sqlite))
         .chain(r.postgres.as_ref().map(|p| ("PostgreSQL", p)))
+        // Skipped by --retention-only.
+        .filter(|(_, b)| b.ingest_track_events_per_s > 0.0)
         .collect();
     println!("machine: {}", r.machine);
     println!(
@@ -560,6 +709,30 @@ fn print_table(r: &Results) {
             "  end to end delivered: {:.2} of SQLite's",
             p.e2e_full_delivered_per_s / s.e2e_full_delivered_per_s.max(1e-9)
         );
+    }
+    for t in &r.retention {
+        println!(
+            "\n9 retention on {}: {} events at {:.0}/s, delivered_s = 60",
+            t.backend, t.events, t.offered_events_per_s
+        );
+        println!(
+            "  delivered {}, pruned {:.0}; held back (receiver refusing): {} sent, {:.0} still pending",
+            t.delivered, t.pruned_events, t.held_sent, t.held_pending
+        );
+        println!(
+            "  batch ingest latency: before pruning p50 {:.1} ms p99 {:.1} ms; while pruning p50 {:.1} ms p99 {:.1} ms ({:.2}x)",
+            t.p50_before_ms,
+            t.p99_before_ms,
+            t.p50_during_ms,
+            t.p99_during_ms,
+            t.p99_during_ms / t.p99_before_ms.max(1e-9)
+        );
+        let curve: Vec<String> = t
+            .size_curve
+            .iter()
+            .map(|(s, b)| format!("{s}s {:.1}MB", *b as f64 / 1e6))
+            .collect();
+        println!("  store size: {}", curve.join(", "));
     }
     if !r.cluster.is_empty() {
         println!("\ncluster: instances on one PostgreSQL database, /v1/batch x100 spread over all");

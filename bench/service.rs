@@ -49,6 +49,28 @@ impl Service {
         delivery: &str,
         destination_keys: &str,
     ) -> Service {
+        Service::start_with(
+            webhookd,
+            storage,
+            destinations,
+            delivery,
+            destination_keys,
+            "",
+            "",
+        )
+    }
+
+    /// As [`Service::start`], with `server_keys` in `[server]` and `tail` (more tables:
+    /// sources, `[retention]`) at the end.
+    pub fn start_with(
+        webhookd: &Path,
+        storage: &Storage,
+        destinations: &[(&str, String)],
+        delivery: &str,
+        destination_keys: &str,
+        server_keys: &str,
+        tail: &str,
+    ) -> Service {
         static STARTED: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "webhookd-bench-{}-{}",
@@ -57,7 +79,7 @@ impl Service {
         ));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut config = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{ADMIN_TOKEN}\"\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{ADMIN_TOKEN}\"\n{server_keys}\n\
              {}[delivery]\n{delivery}\n\
              [[sources]]\nname = \"bench\"\nwrite_key = \"{WRITE_KEY}\"\n",
             storage.toml(&dir)
@@ -67,6 +89,7 @@ impl Service {
                 "[[sources.destinations]]\nname = \"{name}\"\nurls = [{url:?}]\n{destination_keys}\n"
             ));
         }
+        config.push_str(tail);
         let config_path = dir.join("config.toml");
         std::fs::write(&config_path, config).unwrap();
         let mut child = Command::new(webhookd)
@@ -96,6 +119,26 @@ impl Service {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The sum of metric `name`'s samples whose labels include `label` (`k="v"`; "" for
+    /// any), from `/metrics`.
+    pub fn metric(&self, name: &str, label: &str) -> f64 {
+        use std::io::{Read, Write};
+        let mut text = String::new();
+        if let Ok(mut stream) = std::net::TcpStream::connect(&self.addr) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+            let _ = write!(
+                stream,
+                "GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n",
+                self.addr
+            );
+            let _ = stream.read_to_string(&mut text);
+        }
+        text.lines()
+            .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     /// Peak resident memory so far, in MiB (Linux's VmHWM).

@@ -22,6 +22,7 @@ use crate::config::StorageBackend;
 use crate::config::{Config, ConfigError, SharedConfig};
 use crate::delivery::client::{tls_config, TlsSetupError};
 use crate::delivery::receiver::reload_change;
+use crate::ingest::IngestService;
 use crate::metrics::Metrics;
 use crate::store::{self, DestinationKey, InstanceInfo, Store, StoreError};
 
@@ -148,6 +149,12 @@ pub async fn start(
         config: config.clone(),
         store: Arc::clone(&store),
         router: router.clone(),
+        ingest: IngestService::new(
+            config.clone(),
+            Arc::clone(&store),
+            router.clone(),
+            Arc::clone(&metrics),
+        ),
         deletion,
         metrics: Arc::clone(&metrics),
         instance_id: instance.id.clone(),

@@ -7,11 +7,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use webhookd::config::{Config, ConfigError};
+use webhookd::listen::ListenOptions;
 
 /// A self-hosted, drop-in replacement for Segment's Webhooks destination.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The configuration file.
     #[arg(long, env = "WEBHOOKD_CONFIG", value_name = "PATH")]
     config: Option<PathBuf>,
@@ -20,9 +23,49 @@ struct Cli {
     check_config: Option<PathBuf>,
 }
 
+#[derive(clap::Subcommand)]
+enum Command {
+    /// A receiver to try webhookd with: prints each request and whether its signatures
+    /// verify.
+    Listen {
+        /// The port on 127.0.0.1 (0 picks one; printed).
+        #[arg(long, default_value_t = 9000)]
+        port: u16,
+        /// Check `X-Signature` with this secret (a destination's `shared_secret`).
+        #[arg(long, value_name = "SECRET")]
+        shared_secret: Option<String>,
+        /// Check Standard Webhooks signatures with this `whsec_…` secret.
+        #[arg(long, value_name = "WHSEC")]
+        signing_secret: Option<String>,
+        /// Answer every request with this status (try 503 to watch retries).
+        #[arg(long, default_value_t = 200)]
+        status: u16,
+    },
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    if let Some(Command::Listen {
+        port,
+        shared_secret,
+        signing_secret,
+        status,
+    }) = cli.command
+    {
+        let options = ListenOptions {
+            shared_secret,
+            signing_secret,
+            status,
+        };
+        return match listen(port, options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("webhookd listen: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Some(path) = cli.check_config {
         return match Config::load(&path) {
             Ok(_) => {
@@ -53,6 +96,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn listen(port: u16, options: ListenOptions) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
+    actix_web::rt::System::new().block_on(webhookd::listen::run(listener, options))?;
+    Ok(())
 }
 
 fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {

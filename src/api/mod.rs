@@ -1,29 +1,35 @@
 //! The HTTP API (actix-web): Segment-compatible ingest, health, and the JSON error shape
 //! every endpoint shares.
 
-mod admin;
+pub mod admin;
+mod auth;
 mod body;
+mod console;
 mod health;
 mod ingest;
+mod openapi;
 
 use std::sync::Arc;
 
 use actix::Addr;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::actors::deletion::DeletionActor;
 use crate::actors::router::Router;
 use crate::config::SharedConfig;
+use crate::ingest::IngestService;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// What every handler can reach.
 pub struct ApiState {
     pub config: SharedConfig,
     pub store: Arc<dyn Store>,
     pub router: Addr<Router>,
+    /// Validates, stores and routes events.
+    pub ingest: IngestService,
     pub deletion: Addr<DeletionActor>,
     pub metrics: Arc<Metrics>,
     /// This instance's id in the store's registry.
@@ -63,8 +69,33 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .json(json!({"success": false, "error": self.to_string()}))
+        HttpResponse::build(self.status_code()).json(ErrorBody {
+            success: false,
+            error: self.to_string(),
+        })
+    }
+}
+
+/// Every error's body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Always false.
+    pub success: bool,
+    /// What is wrong, and where.
+    pub error: String,
+}
+
+/// The store's own words are for the operator (the log); the client hears that it may
+/// retry.
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        log::error!("store: {error}");
+        match error {
+            StoreError::Full => {
+                ApiError::Unavailable("the store is out of space; retry later".into())
+            }
+            _ => ApiError::Unavailable("the store is unavailable; retry later".into()),
+        }
     }
 }
 
@@ -72,10 +103,26 @@ impl ResponseError for ApiError {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     ingest::configure(cfg);
     admin::configure(cfg);
+    console::configure(cfg);
+    openapi::configure(cfg);
     health::configure(cfg);
     cfg.default_service(web::to(no_route));
 }
 
+/// 405 with `Allow` for a documented path asked with another method; 404 otherwise.
 async fn no_route(req: HttpRequest) -> HttpResponse {
+    if let Some(allowed) = openapi::methods_of(req.path()) {
+        return HttpResponse::MethodNotAllowed()
+            .insert_header((actix_web::http::header::ALLOW, allowed.join(", ")))
+            .json(ErrorBody {
+                success: false,
+                error: format!(
+                    "{} {}: use {}",
+                    req.method(),
+                    req.path(),
+                    allowed.join(" or ")
+                ),
+            });
+    }
     ApiError::NotFound(format!("no endpoint {} {}", req.method(), req.path())).error_response()
 }

@@ -68,6 +68,12 @@ pub trait Store: Send + Sync + 'static {
     /// The latest stored event of `source` with `message_id`, if any.
     fn find_event(&self, source: &str, message_id: &str) -> StoreFuture<Option<StoredEvent>>;
 
+    /// The latest `limit` events of `user_id`, newest first, in every source.
+    fn events_of_user(&self, user_id: &str, limit: usize) -> StoreFuture<Vec<StoredEvent>>;
+
+    /// The latest `limit` regulations, newest first.
+    fn recent_regulations(&self, limit: usize) -> StoreFuture<Vec<Regulation>>;
+
     /// Claims up to `claim.limit` pending deliveries of the destination due at
     /// `claim.now_ms` and not claimed by anyone (or whose claim ran out), oldest first;
     /// nothing if the lease does not hold. Also says when the next delivery not yet due

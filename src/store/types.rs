@@ -451,4 +451,7 @@ pub struct Pruned {
     /// The last event id looked at; `None`: the pass reached events too recent to prune
     /// (start again from 0 later).
     pub next_after: Option<i64>,
+    /// How long the removals held what ingest also needs (SQLite's writer; on
+    /// PostgreSQL, the step's transaction).
+    pub held: std::time::Duration,
 }

@@ -539,6 +539,48 @@ fn regulations_remove_their_users_once(b: &Backend) {
     stored_id(&b.run(s.append(vec![after])).unwrap()[0]);
 }
 
+fn a_users_events_and_recent_regulations_are_listed(b: &Backend) {
+    let s = b.store.as_ref();
+    b.run(s.append(vec![
+        event("web", "u1", "someone", &["d"]),
+        event("web", "o1", "other", &["d"]),
+        event("app", "u2", "someone", &["d"]),
+        event("web", "u3", "someone", &[]),
+    ]))
+    .unwrap();
+    let ids = |events: Vec<webhookd::store::StoredEvent>| {
+        events
+            .into_iter()
+            .map(|e| (e.source, e.message_id))
+            .collect::<Vec<_>>()
+    };
+    let newest_first = ids(b.run(s.events_of_user("someone", 10)).unwrap());
+    assert_eq!(
+        newest_first,
+        [("web", "u3"), ("app", "u2"), ("web", "u1")].map(|(s, m)| (s.to_string(), m.to_string()))
+    );
+    assert_eq!(b.run(s.events_of_user("someone", 2)).unwrap().len(), 2);
+    assert!(b.run(s.events_of_user("nobody", 10)).unwrap().is_empty());
+    for (i, id) in ["r1", "r2", "r3"].into_iter().enumerate() {
+        let regulation = Regulation {
+            id: id.into(),
+            regulation_type: RegulationType::DeleteOnly,
+            subject_ids: vec!["x".into()],
+            sources: None,
+            created_at_ms: T0 + i as i64,
+            applied_at_ms: None,
+        };
+        b.run(s.add_regulation(regulation)).unwrap();
+    }
+    let recent: Vec<String> = b
+        .run(s.recent_regulations(2))
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(recent, ["r3", "r2"]);
+}
+
 fn pauses_are_kept(b: &Backend) {
     let s = b.store.as_ref();
     b.run(s.set_paused("web", "d", true, T0)).unwrap();
@@ -733,6 +775,7 @@ contract!(
     attempts_are_recorded_under_the_claim_only,
     connection_failures_alone_give_stats,
     regulations_remove_their_users_once,
+    a_users_events_and_recent_regulations_are_listed,
     pauses_are_kept,
     controls_are_kept_and_changed,
     pruning_removes_finished_work_only,

@@ -111,6 +111,7 @@ pub(super) async fn change(
 /// One pruning step, as on SQLite (see there), plus dedupe entries out of the window:
 /// here the dedupe keys are a table of their own.
 pub(super) async fn prune(pool: Pool, prune: Prune) -> Result<Pruned, StoreError> {
+    let started = std::time::Instant::now();
     let mut client = pool.get().await.map_err(pool_error)?;
     let tx = client.transaction().await.map_err(pg_error)?;
     let limit = prune.limit as i64;
@@ -160,6 +161,7 @@ pub(super) async fn prune(pool: Pool, prune: Prune) -> Result<Pruned, StoreError
         .await
         .map_err(pg_error)?;
     tx.commit().await.map_err(pg_error)?;
+    pruned.held = started.elapsed();
     Ok(pruned)
 }
 

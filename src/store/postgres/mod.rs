@@ -293,6 +293,20 @@ pub(super) async fn notify(
     Ok(())
 }
 
+const EVENT_COLUMNS: &str = "id, source, message_id, user_id, type, received_at, body";
+
+fn event_from_row(row: &tokio_postgres::Row) -> StoredEvent {
+    StoredEvent {
+        event_id: row.get(0),
+        source: row.get(1),
+        message_id: row.get(2),
+        user_id: row.get(3),
+        event_type: row.get(4),
+        received_at_ms: row.get(5),
+        body: row.get(6),
+    }
+}
+
 impl Store for PostgresStore {
     fn append(&self, events: Vec<NewEvent>) -> StoreFuture<Vec<Appended>> {
         let appends = self.appends.clone();
@@ -315,23 +329,38 @@ impl Store for PostgresStore {
             let client = pool.get().await.map_err(pool_error)?;
             let row = client
                 .query_opt(
-                    "SELECT id, source, message_id, user_id, type, received_at, body
-                     FROM events WHERE source = $1 AND message_id = $2
-                     ORDER BY id DESC LIMIT 1",
+                    &format!(
+                        "SELECT {EVENT_COLUMNS} FROM events WHERE source = $1 AND message_id = $2
+                         ORDER BY id DESC LIMIT 1"
+                    ),
                     &[&source, &message_id],
                 )
                 .await
                 .map_err(pg_error)?;
-            Ok(row.map(|row| StoredEvent {
-                event_id: row.get(0),
-                source: row.get(1),
-                message_id: row.get(2),
-                user_id: row.get(3),
-                event_type: row.get(4),
-                received_at_ms: row.get(5),
-                body: row.get(6),
-            }))
+            Ok(row.as_ref().map(event_from_row))
         })
+    }
+
+    fn events_of_user(&self, user_id: &str, limit: usize) -> StoreFuture<Vec<StoredEvent>> {
+        let user_id = user_id.to_string();
+        self.run(false, move |pool| async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT {EVENT_COLUMNS} FROM events WHERE user_id = $1
+                         ORDER BY id DESC LIMIT $2"
+                    ),
+                    &[&user_id, &(limit as i64)],
+                )
+                .await
+                .map_err(pg_error)?;
+            Ok(rows.iter().map(event_from_row).collect())
+        })
+    }
+
+    fn recent_regulations(&self, limit: usize) -> StoreFuture<Vec<Regulation>> {
+        self.run(false, move |pool| regulation::recent(pool, limit))
     }
 
     fn claim_due(&self, claim: Claim) -> StoreFuture<DuePage> {

@@ -65,6 +65,20 @@ pub(super) async fn unapplied(pool: Pool) -> Result<Vec<Regulation>, StoreError>
     Ok(rows.iter().map(from_row).collect())
 }
 
+pub(super) async fn recent(pool: Pool, limit: usize) -> Result<Vec<Regulation>, StoreError> {
+    let client = pool.get().await.map_err(pool_error)?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM regulations ORDER BY created_at DESC, id DESC LIMIT $1"
+            ),
+            &[&(limit as i64)],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(rows.iter().map(from_row).collect())
+}
+
 pub(super) async fn apply(
     pool: Pool,
     plan: RegulationPlan,

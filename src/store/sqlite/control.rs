@@ -3,7 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::store::encoding::{list_from_text, list_to_text};
-use crate::store::{ControlChange, DestinationControl, Prune, Pruned, StoreError};
+use crate::store::{ControlChange, DestinationControl, Prune, StoreError};
 
 pub(super) fn controls(conn: &Connection) -> Result<Vec<DestinationControl>, StoreError> {
     let list = conn
@@ -87,7 +87,13 @@ pub(super) fn change(
 /// One pruning step: up to `limit` events after `after_id`, oldest first; those finished
 /// long enough go, with their deliveries and attempts. The dedupe window lives in the
 /// events here, so it goes with them.
-pub(super) fn prune(conn: &Connection, prune: &Prune) -> Result<Pruned, StoreError> {
+/// The first step of pruning, on a reader: the events of the next page old enough to
+/// go whose deliveries are all finished, and where the next page starts. Reading here
+/// keeps the writer (and so ingest) free while the page is scanned.
+pub(super) fn prune_candidates(
+    conn: &Connection,
+    prune: &Prune,
+) -> Result<(Vec<i64>, Option<i64>), StoreError> {
     let rows: Vec<(i64, i64, bool)> = conn
         .prepare_cached(
             "SELECT e.id, e.received_at,
@@ -108,21 +114,42 @@ pub(super) fn prune(conn: &Connection, prune: &Prune) -> Result<Pruned, StoreErr
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?
         .collect::<Result<_, _>>()?;
-    let mut delete = conn.prepare_cached("DELETE FROM events WHERE id = ?1")?;
-    let mut pruned = Pruned::default();
     // An event is also its dedupe entry here: none goes while inside the window.
     let received_before = prune.delivered_before_ms.min(prune.dedupe_before_ms);
-    for (id, received_at, finished) in &rows {
-        if *received_at >= received_before {
+    let mut ids = Vec::new();
+    let mut next_after = None;
+    for (id, received_at, finished) in rows {
+        if received_at >= received_before {
             // Too recent from here on (ids grow with time): this pass is done.
-            pruned.next_after = None;
-            return Ok(pruned);
+            return Ok((ids, None));
         }
-        if *finished {
-            delete.execute(params![id])?;
-            pruned.events += 1;
+        if finished {
+            ids.push(id);
         }
-        pruned.next_after = Some(*id);
+        next_after = Some(id);
     }
-    Ok(pruned)
+    Ok((ids, next_after))
+}
+
+/// The second step, in the writer: removes those candidates that are still finished (a
+/// replay may have made one pending since it was read), with their deliveries and
+/// attempts.
+pub(super) fn prune_events(
+    conn: &Connection,
+    ids: &[i64],
+    prune: &Prune,
+) -> Result<u64, StoreError> {
+    let mut delete = conn.prepare_cached(
+        "DELETE FROM events WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM deliveries d
+             WHERE d.event_id = ?1
+               AND (d.state = 'pending'
+                    OR (d.state = 'delivered' AND d.finished_at >= ?2)
+                    OR (d.state = 'dead' AND d.finished_at >= ?3)))",
+    )?;
+    let mut removed = 0;
+    for id in ids {
+        removed +=
+            delete.execute(params![id, prune.delivered_before_ms, prune.dead_before_ms])? as u64;
+    }
+    Ok(removed)
 }

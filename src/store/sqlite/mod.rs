@@ -58,6 +58,43 @@ type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 /// Hears each transaction's duration and how many jobs shared it (for metrics).
 pub type CommitObserver = Box<dyn Fn(Duration, usize) + Send>;
 
+/// Queues `op` for the writer thread, to run in the next group commit; resolves once
+/// that commit is durable (or failed).
+fn write_on<T: Send + 'static>(
+    jobs: mpsc::Sender<WriteJob>,
+    health: Arc<HealthCell>,
+    grows: bool,
+    op: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+) -> StoreFuture<T> {
+    let (reply, answer) = oneshot::channel();
+    let job: WriteJob = Box::new(move |conn| {
+        let result = in_savepoint(conn, op);
+        Box::new(move |commit: Result<(), StoreError>| {
+            let _ = reply.send(commit.and(result));
+        })
+    });
+    Box::pin(async move {
+        jobs.send(job).await.map_err(|_| StoreError::Closed)?;
+        let result = answer.await.map_err(|_| StoreError::Closed)?;
+        health.observe(&result, grows);
+        result
+    })
+}
+
+const EVENT_COLUMNS: &str = "id, source, message_id, user_id, type, received_at, body";
+
+fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+    Ok(StoredEvent {
+        event_id: row.get(0)?,
+        source: row.get(1)?,
+        message_id: row.get(2)?,
+        user_id: row.get(3)?,
+        event_type: row.get(4)?,
+        received_at_ms: row.get(5)?,
+        body: row.get(6)?,
+    })
+}
+
 /// The SQLite implementation of [`Store`].
 pub struct SqliteStore {
     jobs: mpsc::Sender<WriteJob>,
@@ -161,21 +198,7 @@ impl SqliteStore {
         grows: bool,
         op: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> StoreFuture<T> {
-        let health = Arc::clone(&self.health);
-        let (reply, answer) = oneshot::channel();
-        let job: WriteJob = Box::new(move |conn| {
-            let result = in_savepoint(conn, op);
-            Box::new(move |commit: Result<(), StoreError>| {
-                let _ = reply.send(commit.and(result));
-            })
-        });
-        let jobs = self.jobs.clone();
-        Box::pin(async move {
-            jobs.send(job).await.map_err(|_| StoreError::Closed)?;
-            let result = answer.await.map_err(|_| StoreError::Closed)?;
-            health.observe(&result, grows);
-            result
-        })
+        write_on(self.jobs.clone(), Arc::clone(&self.health), grows, op)
     }
 
     /// Runs `op` on a reader thread's connection.
@@ -203,26 +226,32 @@ impl Store for SqliteStore {
     fn find_event(&self, source: &str, message_id: &str) -> StoreFuture<Option<StoredEvent>> {
         let (source, message_id) = (source.to_string(), message_id.to_string());
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, source, message_id, user_id, type, received_at, body
-                 FROM events WHERE source = ?1 AND message_id = ?2
-                 ORDER BY id DESC LIMIT 1",
-            )?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE source = ?1 AND message_id = ?2
+                 ORDER BY id DESC LIMIT 1"
+            ))?;
             let event = stmt
-                .query_row(params![source, message_id], |row| {
-                    Ok(StoredEvent {
-                        event_id: row.get(0)?,
-                        source: row.get(1)?,
-                        message_id: row.get(2)?,
-                        user_id: row.get(3)?,
-                        event_type: row.get(4)?,
-                        received_at_ms: row.get(5)?,
-                        body: row.get(6)?,
-                    })
-                })
+                .query_row(params![source, message_id], event_from_row)
                 .optional()?;
             Ok(event)
         })
+    }
+
+    fn events_of_user(&self, user_id: &str, limit: usize) -> StoreFuture<Vec<StoredEvent>> {
+        let user_id = user_id.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE user_id = ?1 ORDER BY id DESC LIMIT ?2"
+            ))?;
+            let events = stmt
+                .query_map(params![user_id, limit as i64], event_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(events)
+        })
+    }
+
+    fn recent_regulations(&self, limit: usize) -> StoreFuture<Vec<Regulation>> {
+        self.read(move |conn| regulation::recent(conn, limit))
     }
 
     fn claim_due(&self, claim: Claim) -> StoreFuture<DuePage> {
@@ -421,7 +450,28 @@ impl Store for SqliteStore {
     }
 
     fn prune(&self, prune: Prune) -> StoreFuture<Pruned> {
-        self.write(false, move |conn| control::prune(conn, &prune))
+        let read = prune;
+        let candidates = self.read(move |conn| control::prune_candidates(conn, &read));
+        let (jobs, health) = (self.jobs.clone(), Arc::clone(&self.health));
+        Box::pin(async move {
+            let (ids, next_after) = candidates.await?;
+            let (events, held) = if ids.is_empty() {
+                (0, Duration::ZERO)
+            } else {
+                let delete = move |conn: &Connection| {
+                    let started = std::time::Instant::now();
+                    let removed = control::prune_events(conn, &ids, &prune)?;
+                    Ok((removed, started.elapsed()))
+                };
+                write_on(jobs, health, false, delete).await?
+            };
+            Ok(Pruned {
+                events,
+                next_after,
+                held,
+                ..Pruned::default()
+            })
+        })
     }
 
     fn size_bytes(&self) -> StoreFuture<u64> {

@@ -48,6 +48,16 @@ pub(super) fn unapplied(conn: &Connection) -> Result<Vec<Regulation>, StoreError
     Ok(regulations)
 }
 
+pub(super) fn recent(conn: &Connection, limit: usize) -> Result<Vec<Regulation>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {REGULATION_COLUMNS} FROM regulations ORDER BY created_at DESC, id DESC LIMIT ?1"
+    ))?;
+    let regulations = stmt
+        .query_map(params![limit as i64], regulation_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(regulations)
+}
+
 pub(super) fn apply(
     conn: &Connection,
     plan: &RegulationPlan,
