@@ -5,7 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use actix_web::web::Bytes;
+use crate::bodies::Body;
 
 /// What to send, and how hard.
 #[derive(Clone)]
@@ -13,7 +13,8 @@ pub struct Load {
     /// Connection `i` posts to `urls[i % urls.len()]` (several instances share the load).
     pub urls: Vec<String>,
     pub headers: Vec<(String, String)>,
-    pub body: Bytes,
+    /// Each request's body, made fresh (new `messageId`s) for it.
+    pub body: Body,
     pub concurrency: usize,
     /// Stop after this long...
     pub duration: Duration,
@@ -87,7 +88,7 @@ async fn generate(load: Load) -> LoadResult {
                     request = request.insert_header((name.as_str(), value.as_str()));
                 }
                 let sent_at = Instant::now();
-                match request.send_body(load.body.clone()).await {
+                match request.send_body(load.body.make()).await {
                     Ok(mut response) if response.status().is_success() => {
                         let _ = response.body().await;
                         ok.set(ok.get() + 1);

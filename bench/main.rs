@@ -7,6 +7,7 @@
 //! from a hanging destination; fan-out to five destinations; destinations of the Actions
 //! kind; and, when asked for, retention under steady load for millions of events.
 
+mod bodies;
 mod load;
 mod receiver;
 mod service;
@@ -14,11 +15,11 @@ mod service;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use actix_web::web::Bytes;
 use clap::Parser;
 use serde::Serialize;
 use serde_json::json;
 
+use bodies::{Body, Ids};
 use load::{Load, LoadResult};
 use receiver::{Latency, Mode, Receiver};
 use service::{Database, Service, Storage, WRITE_KEY};
@@ -62,6 +63,10 @@ struct Args {
     /// Run the retention scenario alone (with the baseline), skipping 1 to 8.
     #[arg(long, requires = "retention_events")]
     retention_only: bool,
+    /// Time-ordered (UUIDv7) `messageId`s instead of random UUIDv4 ones, which real
+    /// clients send.
+    #[arg(long)]
+    ordered_ids: bool,
     /// Where the JSON results go.
     #[arg(long, default_value = "bench-results.json")]
     json: PathBuf,
@@ -71,6 +76,8 @@ struct Args {
 #[derive(Serialize, Default)]
 struct Results {
     machine: String,
+    /// `random UUIDv4` or `ordered UUIDv7`.
+    message_ids: String,
     baseline_requests_per_s: f64,
     sqlite: BackendResults,
     postgres: Option<BackendResults>,
@@ -118,11 +125,34 @@ struct BackendResults {
     isolation_half_latency: Latency,
     fanout_deliveries_per_s: f64,
     fanout_events_per_s: f64,
+    /// Mixed event sizes (0.3 to 8 KB), batches of 50.
+    ingest_mixed_events_per_s: f64,
+    e2e_mixed_delivered_per_s: f64,
+    /// webhookd's own CPU time (user + system) per event, in microseconds: per event
+    /// ingested for ingest, per delivery for the others.
+    cpu_us: CpuPerEvent,
     /// SQLite only: a trigger taking half the events and a mapping, delivered events/s.
     actions_trigger_mapping_delivered_per_s: f64,
     actions_trigger_mapping_ingested_per_s: f64,
     /// SQLite only: `batch_size = 100`, delivered events/s.
     actions_batch_delivered_events_per_s: f64,
+}
+
+/// webhookd's CPU time per event, microseconds, by scenario.
+#[derive(Serialize, Default)]
+struct CpuPerEvent {
+    ingest_track: f64,
+    ingest_batch: f64,
+    ingest_mixed: f64,
+    e2e_full: f64,
+    e2e_mixed: f64,
+    backlog_drain: f64,
+    fanout: f64,
+}
+
+/// Microseconds of `service`'s CPU per event since `before` (its CPU seconds then).
+fn cpu_us(service: &Service, before: f64, events: f64) -> f64 {
+    (service.cpu_seconds() - before) * 1e6 / events.max(1.0)
 }
 
 /// Several instances on one database: load spread over all of them.
@@ -133,43 +163,6 @@ struct ClusterResults {
     e2e_delivered_per_s: f64,
 }
 
-fn track_body() -> Bytes {
-    Bytes::from(
-        json!({"userId": "user-42", "event": "Order Completed",
-            "properties": {"revenue": 39.95, "currency": "USD", "sku": "sku-1234"},
-            "context": {"library": {"name": "webhookd-bench"}}})
-        .to_string(),
-    )
-}
-
-fn batch_body(size: usize) -> Bytes {
-    let items: Vec<_> = (0..size)
-        .map(|i| {
-            json!({"type": "track", "userId": format!("user-{i}"), "event": "Order Completed",
-                "properties": {"revenue": 39.95, "currency": "USD", "sku": format!("sku-{i}")}})
-        })
-        .collect();
-    Bytes::from(json!({ "batch": items }).to_string())
-}
-
-/// A batch whose events alternate between one the Actions trigger takes and one it does not.
-fn batch_body_mixed(size: usize) -> Bytes {
-    let items: Vec<_> = (0..size)
-        .map(|i| {
-            let event = if i % 2 == 0 {
-                "Order Completed"
-            } else {
-                "Product Viewed"
-            };
-            json!({"type": "track", "userId": format!("user-{i}"), "event": event,
-                "properties": {"revenue": 39.95, "currency": "USD", "sku": format!("sku-{i}")}})
-        })
-        .collect();
-    Bytes::from(json!({ "batch": items }).to_string())
-}
-
-/// As [`end_to_end`], for a destination that takes one event in `one_in` of the
-/// `per_request` each request carries.
 fn end_to_end_ratio(
     load: Load,
     receiver: &Receiver,
@@ -226,11 +219,37 @@ struct Bench {
     receiver: Receiver,
 }
 
+/// Events per batch of mixed sizes: at most 400 KB, under the batch limit.
+const MIXED_BATCH: u64 = 50;
+
 /// Fast retries, so that a backlog drains at delivery speed rather than on a long timer.
 const DELIVERY: &str = "backoff_initial_ms = 100\nbackoff_max_ms = 1000\n";
 
 impl Bench {
-    fn load(&self, urls: Vec<String>, body: Bytes) -> Load {
+    fn ids(&self) -> Ids {
+        if self.args.ordered_ids {
+            Ids::Ordered
+        } else {
+            Ids::Random
+        }
+    }
+
+    /// Single track events (about 230 bytes), each with a fresh `messageId`.
+    fn track(&self) -> Body {
+        Body::new(vec![bodies::track_event(0)], self.ids())
+    }
+
+    /// Batches of [`MIXED_BATCH`] events of 0.3 to 8 KB.
+    fn mixed(&self) -> Body {
+        Body::new(bodies::mixed_batches(MIXED_BATCH as usize), self.ids())
+    }
+
+    /// Batches of `size` track events, each with a fresh `messageId`.
+    fn batch(&self, size: usize) -> Body {
+        Body::new(vec![bodies::batch(size)], self.ids())
+    }
+
+    fn load(&self, urls: Vec<String>, body: Body) -> Load {
         Load {
             urls,
             headers: auth(),
@@ -276,10 +295,24 @@ impl Bench {
                 DELIVERY,
                 &trigger,
             );
+            // Events alternate between one the trigger takes and one it does not.
+            let mut batch = bodies::batch(100);
+            for (i, item) in batch["batch"]
+                .as_array_mut()
+                .unwrap()
+                .iter_mut()
+                .enumerate()
+            {
+                if i % 2 == 1 {
+                    item["event"] = json!("Product Viewed");
+                }
+            }
             let load = Load {
-                body: batch_body_mixed(100),
                 concurrency: self.args.concurrency.min(16),
-                ..self.load(vec![service.url("/v1/batch")], Bytes::new())
+                ..self.load(
+                    vec![service.url("/v1/batch")],
+                    Body::new(vec![batch], self.ids()),
+                )
             };
             let (sent, rate) = end_to_end_ratio(load, receiver, 100, 2);
             r.actions_trigger_mapping_delivered_per_s = rate;
@@ -296,7 +329,7 @@ impl Bench {
             );
             let load = Load {
                 concurrency: self.args.concurrency.min(16),
-                ..self.load(vec![service.url("/v1/batch")], batch_body(100))
+                ..self.load(vec![service.url("/v1/batch")], self.batch(100))
             };
             let (_, rate) = end_to_end_ratio(load, receiver, 100, 1);
             r.actions_batch_delivered_events_per_s = rate;
@@ -313,34 +346,63 @@ impl Bench {
         {
             let (storage, _db) = self.storage(postgres);
             let service = self.start(&storage, &[], DELIVERY);
-            r.ingest_track_events_per_s =
-                load::run(self.load(vec![service.url("/v1/track")], track_body())).per_second();
+            let cpu = service.cpu_seconds();
+            let track = load::run(self.load(vec![service.url("/v1/track")], self.track()));
+            r.ingest_track_events_per_s = track.per_second();
+            r.cpu_us.ingest_track = cpu_us(&service, cpu, track.ok as f64);
             let batch = Load {
                 concurrency: self.args.concurrency.min(16),
-                ..self.load(vec![service.url("/v1/batch")], batch_body(100))
+                ..self.load(vec![service.url("/v1/batch")], self.batch(100))
             };
-            r.ingest_batch_events_per_s = load::run(batch).per_second() * 100.0;
+            let cpu = service.cpu_seconds();
+            let batch = load::run(batch);
+            r.ingest_batch_events_per_s = batch.per_second() * 100.0;
+            r.cpu_us.ingest_batch = cpu_us(&service, cpu, batch.ok as f64 * 100.0);
+            let mixed = Load {
+                concurrency: self.args.concurrency.min(16),
+                ..self.load(vec![service.url("/v1/batch")], self.mixed())
+            };
+            let cpu = service.cpu_seconds();
+            let mixed = load::run(mixed);
+            r.ingest_mixed_events_per_s = mixed.per_second() * MIXED_BATCH as f64;
+            r.cpu_us.ingest_mixed = cpu_us(&service, cpu, (mixed.ok * MIXED_BATCH) as f64);
         }
 
         eprintln!("{name}: 3/6 end to end");
         {
             let (storage, _db) = self.storage(postgres);
             let service = self.start(&storage, &[("hook", receiver.url("/hook"))], DELIVERY);
+            let cpu = service.cpu_seconds();
             let (_, rate) = end_to_end(
-                self.load(vec![service.url("/v1/track")], track_body()),
+                self.load(vec![service.url("/v1/track")], self.track()),
                 receiver,
                 1,
             );
             r.e2e_full_delivered_per_s = rate;
+            r.cpu_us.e2e_full = cpu_us(&service, cpu, receiver.delivered() as f64);
             r.e2e_full_latency = receiver.latency();
             // Both backends are measured at the same offered rate: SQLite's half load.
             r.e2e_half_rate_per_s = half_rate.unwrap_or((rate / 2.0).max(1.0));
             let half = Load {
                 rate: Some(r.e2e_half_rate_per_s),
-                ..self.load(vec![service.url("/v1/track")], track_body())
+                ..self.load(vec![service.url("/v1/track")], self.track())
             };
             end_to_end(half, receiver, 1);
             r.e2e_half_latency = receiver.latency();
+        }
+
+        eprintln!("{name}: 3/6 end to end, mixed event sizes");
+        {
+            let (storage, _db) = self.storage(postgres);
+            let service = self.start(&storage, &[("hook", receiver.url("/hook"))], DELIVERY);
+            let mixed = Load {
+                concurrency: self.args.concurrency.min(16),
+                ..self.load(vec![service.url("/v1/batch")], self.mixed())
+            };
+            let cpu = service.cpu_seconds();
+            let (_, rate) = end_to_end(mixed, receiver, MIXED_BATCH);
+            r.e2e_mixed_delivered_per_s = rate;
+            r.cpu_us.e2e_mixed = cpu_us(&service, cpu, receiver.delivered() as f64);
         }
 
         let backlog = match (postgres, self.args.pg_backlog) {
@@ -356,7 +418,7 @@ impl Bench {
                 concurrency: self.args.concurrency.min(16),
                 duration: Duration::from_secs(3600),
                 max_requests: Some(backlog.div_ceil(100)),
-                ..self.load(vec![service.url("/v1/batch")], batch_body(100))
+                ..self.load(vec![service.url("/v1/batch")], self.batch(100))
             };
             receiver.reset();
             let sent = load::run(ingest);
@@ -364,6 +426,7 @@ impl Bench {
             r.backlog_ingest_events_per_s = sent.per_second() * 100.0;
             receiver.reset();
             let started = Instant::now();
+            let cpu = service.cpu_seconds();
             receiver.set_mode(Mode::Ok);
             if !receiver.wait_for(r.backlog_events, Duration::from_secs(900)) {
                 eprintln!(
@@ -373,6 +436,7 @@ impl Bench {
                 );
             }
             r.backlog_drain_per_s = receiver.delivered() as f64 / started.elapsed().as_secs_f64();
+            r.cpu_us.backlog_drain = cpu_us(&service, cpu, receiver.delivered() as f64);
             r.backlog_peak_rss_mib = service.peak_rss_mib();
         }
 
@@ -390,7 +454,7 @@ impl Bench {
             );
             let half = Load {
                 rate: Some(r.e2e_half_rate_per_s),
-                ..self.load(vec![service.url("/v1/track")], track_body())
+                ..self.load(vec![service.url("/v1/track")], self.track())
             };
             end_to_end(half, receiver, 1);
             r.isolation_half_latency = receiver.latency();
@@ -404,12 +468,14 @@ impl Bench {
                 .collect();
             let (storage, _db) = self.storage(postgres);
             let service = self.start(&storage, &destinations, DELIVERY);
+            let cpu = service.cpu_seconds();
             let (_, rate) = end_to_end(
-                self.load(vec![service.url("/v1/track")], track_body()),
+                self.load(vec![service.url("/v1/track")], self.track()),
                 receiver,
                 5,
             );
             r.fanout_deliveries_per_s = rate;
+            r.cpu_us.fanout = cpu_us(&service, cpu, receiver.delivered() as f64);
             r.fanout_events_per_s = rate / 5.0;
         }
         r
@@ -442,7 +508,7 @@ impl Bench {
                 ("Content-Type".into(), "application/json".into()),
             ],
             max_requests: Some(10),
-            ..self.load(vec![service.url("/v1/batch")], batch_body(100))
+            ..self.load(vec![service.url("/v1/batch")], self.batch(100))
         };
         let held_sent = load::run(held).ok * 100;
         receiver.reset();
@@ -452,7 +518,7 @@ impl Bench {
             duration: Duration::from_secs(seconds),
             max_requests: Some(requests),
             rate: Some(requests_per_s),
-            ..self.load(vec![service.url("/v1/batch")], batch_body(100))
+            ..self.load(vec![service.url("/v1/batch")], self.batch(100))
         };
         let total_requests = events.div_ceil(100);
         let started = Instant::now();
@@ -526,7 +592,7 @@ impl Bench {
         let urls = |path: &str| services.iter().map(|s| s.url(path)).collect::<Vec<_>>();
         let batch = Load {
             concurrency: self.args.concurrency.min(16),
-            ..self.load(urls("/v1/batch"), batch_body(100))
+            ..self.load(urls("/v1/batch"), self.batch(100))
         };
         let (sent, rate) = end_to_end(batch, receiver, 6);
         ClusterResults {
@@ -564,11 +630,18 @@ fn main() {
     };
     let mut r = Results {
         machine: machine(),
+        message_ids: match bench.ids() {
+            Ids::Random => "random UUIDv4".into(),
+            Ids::Ordered => "ordered UUIDv7".into(),
+        },
         ..Results::default()
     };
     eprintln!("1/6 baseline");
-    r.baseline_requests_per_s =
-        load::run(bench.load(vec![bench.receiver.url("/baseline")], track_body())).per_second();
+    r.baseline_requests_per_s = load::run(bench.load(
+        vec![bench.receiver.url("/baseline")],
+        Body::fixed(bodies::track_event(0)),
+    ))
+    .per_second();
     if !bench.args.retention_only {
         r.sqlite = bench.scenarios(false, None);
         bench.actions(&mut r.sqlite);
@@ -623,6 +696,7 @@ fn print_table(r: &Results) {
         .filter(|(_, b)| b.ingest_track_events_per_s > 0.0)
         .collect();
     println!("machine: {}", r.machine);
+    println!("messageIds: {}", r.message_ids);
     println!(
         "1 baseline: POST to a trivial receiver: {:.0} requests/s (ratio 1.00)",
         r.baseline_requests_per_s
@@ -639,20 +713,35 @@ fn print_table(r: &Results) {
                 value / base
             );
         };
+        let cpu = |us: f64| format!("{us:.0} us CPU/event");
         row(
             "2 ingest /v1/track (durable)",
             b.ingest_track_events_per_s,
-            "events/s".into(),
+            format!("events/s; {}", cpu(b.cpu_us.ingest_track)),
         );
         row(
             "2 ingest /v1/batch x100 (durable)",
             b.ingest_batch_events_per_s,
-            "events/s".into(),
+            format!("events/s; {}", cpu(b.cpu_us.ingest_batch)),
+        );
+        row(
+            "2 ingest /v1/batch x50, 0.3-8 KB events",
+            b.ingest_mixed_events_per_s,
+            format!("events/s; {}", cpu(b.cpu_us.ingest_mixed)),
         );
         row(
             "3 end to end, full load",
             b.e2e_full_delivered_per_s,
-            format!("delivered/s; {}", latency(&b.e2e_full_latency)),
+            format!(
+                "delivered/s; {}; {}",
+                cpu(b.cpu_us.e2e_full),
+                latency(&b.e2e_full_latency)
+            ),
+        );
+        row(
+            "3 end to end, batches of 0.3-8 KB events",
+            b.e2e_mixed_delivered_per_s,
+            format!("delivered/s; {}", cpu(b.cpu_us.e2e_mixed)),
         );
         row(
             "3 end to end, half load",
@@ -670,7 +759,7 @@ fn print_table(r: &Results) {
         row(
             "4 backlog drain",
             b.backlog_drain_per_s,
-            "delivered/s".into(),
+            format!("delivered/s; {}", cpu(b.cpu_us.backlog_drain)),
         );
         row(
             "5 isolation: healthy beside a hanging one",
@@ -680,7 +769,11 @@ fn print_table(r: &Results) {
         row(
             "6 fan-out to 5 destinations",
             b.fanout_deliveries_per_s,
-            format!("deliveries/s ({:.0} events/s)", b.fanout_events_per_s),
+            format!(
+                "deliveries/s ({:.0} events/s); {} per delivery",
+                b.fanout_events_per_s,
+                cpu(b.cpu_us.fanout)
+            ),
         );
         if b.actions_batch_delivered_events_per_s > 0.0 {
             row(

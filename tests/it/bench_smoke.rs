@@ -34,6 +34,8 @@ fn check_backend(results: &serde_json::Value) {
         "backlog_drain_per_s",
         "backlog_peak_rss_mib",
         "fanout_deliveries_per_s",
+        "ingest_mixed_events_per_s",
+        "e2e_mixed_delivered_per_s",
     ] {
         assert!(
             results[key].as_f64().unwrap() > 0.0,
@@ -42,6 +44,13 @@ fn check_backend(results: &serde_json::Value) {
         );
     }
     assert_eq!(results["backlog_events"], 300);
+    for key in ["ingest_batch", "e2e_full", "e2e_mixed"] {
+        assert!(
+            results["cpu_us"][key].as_f64().unwrap() > 0.0,
+            "CPU per event of {key}: {}",
+            results["cpu_us"][key]
+        );
+    }
 }
 
 #[test]
@@ -56,6 +65,9 @@ fn the_benchmark_runs_every_scenario() {
         "6 fan-out",
         "7 trigger (half) + mapping",
         "8 batch_size = 100",
+        "messageIds: random UUIDv4",
+        "0.3-8 KB events",
+        "us CPU/event",
     ] {
         assert!(table.contains(scenario), "{scenario} missing from\n{table}");
     }
