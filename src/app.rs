@@ -40,6 +40,8 @@ pub enum StartError {
     Tls(#[from] TlsSetupError),
     #[error("cannot serve HTTP: {0}")]
     Http(#[from] std::io::Error),
+    #[error("cannot listen on server.admin_listen {at}: {source}")]
+    AdminListen { at: String, source: std::io::Error },
 }
 
 /// Why a new configuration was not put in force.
@@ -57,6 +59,8 @@ pub enum ReloadError {
 pub struct Service {
     pub addr: SocketAddr,
     pub http: ServerHandle,
+    /// The operators' server, when `server.admin_listen` is set.
+    pub operators: Option<ServerHandle>,
     pub router: Addr<Router>,
     pub leases: Addr<LeaseKeeper>,
     pub metrics: Arc<Metrics>,
@@ -159,14 +163,48 @@ pub async fn start(
         metrics: Arc::clone(&metrics),
         instance_id: instance.id.clone(),
     });
-    let server =
-        HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))
+    // With `admin_listen`, operators' endpoints get a server of their own.
+    let operators = match config.current().server.admin_listen {
+        None => None,
+        Some(at) => {
+            let listener = TcpListener::bind(at).map_err(|e| StartError::AdminListen {
+                at: at.to_string(),
+                source: e,
+            })?;
+            let ops_addr = listener.local_addr()?;
+            let state = state.clone();
+            let server = HttpServer::new(move || {
+                App::new()
+                    .app_data(state.clone())
+                    .configure(api::configure_operators_alone)
+            })
+            .workers(1)
             .client_request_timeout(Duration::from_secs(5))
             .shutdown_timeout(HTTP_SHUTDOWN.as_secs())
-            // Signals are ours: shutdown must also drain the delivery actors.
             .disable_signals()
             .listen(listener)?
             .run();
+            let handle = server.handle();
+            actix_rt::spawn(server);
+            log::info!("admin API, console and metrics on http://{ops_addr}");
+            Some(handle)
+        }
+    };
+    let public = operators.is_some();
+    let server = HttpServer::new(move || {
+        let app = App::new().app_data(state.clone());
+        if public {
+            app.configure(api::configure_public)
+        } else {
+            app.configure(api::configure)
+        }
+    })
+    .client_request_timeout(Duration::from_secs(5))
+    .shutdown_timeout(HTTP_SHUTDOWN.as_secs())
+    // Signals are ours: shutdown must also drain the delivery actors.
+    .disable_signals()
+    .listen(listener)?
+    .run();
     log::info!(
         "webhookd listening on http://{addr} ({} source(s))",
         config.current().sources.len()
@@ -174,6 +212,7 @@ pub async fn start(
     let service = Service {
         addr,
         http: server.handle(),
+        operators,
         router,
         leases,
         metrics,
@@ -194,11 +233,15 @@ impl Service {
             || new.storage.path != current.storage.path
             || new.storage.url != current.storage.url
             || new.storage.pool_size != current.storage.pool_size;
-        if new.server.listen != current.server.listen || storage_moved {
+        if new.server.listen != current.server.listen
+            || new.server.admin_listen != current.server.admin_listen
+            || storage_moved
+        {
             log::warn!(
-                "reload: server.listen and storage.backend, path, url and pool_size take effect at the next start"
+                "reload: server.listen, server.admin_listen and storage.backend, path, url and pool_size take effect at the next start"
             );
             new.server.listen = current.server.listen;
+            new.server.admin_listen = current.server.admin_listen;
             let max_size_mb = new.storage.max_size_mb;
             let lease_s = new.storage.lease_s;
             new.storage = current.storage.clone();
@@ -247,6 +290,9 @@ impl Service {
         log::info!("shutting down: finishing requests and delivery attempts in progress");
         let attempt_limit = Duration::from_millis(self.config.current().delivery.timeout_ms)
             + Duration::from_secs(1);
+        if let Some(operators) = &self.operators {
+            operators.stop(true).await;
+        }
         let http = self.http.stop(true);
         let deliveries = self.router.send(DrainAll {
             limit: attempt_limit,

@@ -113,6 +113,13 @@ fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
         .is_some_and(|t| t.matches("change-me"))
     {
         log::warn!("server.admin_token is the example's \"change-me\": set your own");
+    } else if config
+        .server
+        .admin_token
+        .as_ref()
+        .is_some_and(|t| t.expose().chars().count() < 16)
+    {
+        log::warn!("server.admin_token is shorter than 16 characters: use a long random one");
     }
     let listener = TcpListener::bind(config.server.listen)
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub pruned: IntCounterVec,
     /// `webhookd_store_size_bytes`: space the store takes (set at scrape).
     pub store_size: IntGauge,
+    /// `webhookd_admin_auth_failures_total{via}`: wrong admin tokens (`api`, `console`).
+    pub admin_auth_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -116,6 +118,14 @@ impl Metrics {
             "Rows removed by retention (events, dedupe)",
             &["what"],
         );
+        let admin_auth_failures = counter(
+            "webhookd_admin_auth_failures_total",
+            "Requests with a wrong admin token, by where they came (api, console)",
+            &["via"],
+        );
+        for via in ["api", "console"] {
+            admin_auth_failures.with_label_values(&[via]);
+        }
         for what in ["events", "dedupe"] {
             pruned.with_label_values(&[what]);
         }
@@ -225,6 +235,7 @@ impl Metrics {
             delivery_actors,
             store_writable,
             urls_gone,
+            admin_auth_failures,
             destination_disabled,
             destination_probing,
             notifications,

@@ -46,6 +46,11 @@ pub fn check(req: &HttpRequest, state: &ApiState, presented: Option<&str>) -> Re
     if token.matches(presented.trim()) {
         Ok(())
     } else {
+        state
+            .metrics
+            .admin_auth_failures
+            .with_label_values(&["api"])
+            .inc();
         let peer = req.peer_addr().map(|a| a.ip().to_string());
         log::warn!(
             "wrong admin token from {} for {} {}",

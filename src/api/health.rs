@@ -5,10 +5,15 @@ use serde_json::json;
 
 use super::ApiState;
 
+/// Liveness and readiness, on every listener.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics));
+        .route("/readyz", web::get().to(readyz));
+}
+
+/// `/metrics`, with the operators' endpoints.
+pub fn configure_metrics(cfg: &mut web::ServiceConfig) {
+    cfg.route("/metrics", web::get().to(metrics));
 }
 
 /// Prometheus text format. The per-destination gauges and the store's size are read

@@ -99,19 +99,58 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// Registers every route.
+/// Registers every route, for one listener.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    ingest::configure(cfg);
-    admin::configure(cfg);
-    console::configure(cfg);
-    openapi::configure(cfg);
-    health::configure(cfg);
-    cfg.default_service(web::to(no_route));
+    public_routes(cfg);
+    configure_operators(cfg);
+    cfg.default_service(web::to(|req| no_route(req, Served::All)));
 }
 
-/// 405 with `Allow` for a documented path asked with another method; 404 otherwise.
-async fn no_route(req: HttpRequest) -> HttpResponse {
-    if let Some(allowed) = openapi::methods_of(req.path()) {
+/// What the public listener serves when operators have a listener of their own: ingest,
+/// health and the API description.
+pub fn configure_public(cfg: &mut web::ServiceConfig) {
+    public_routes(cfg);
+    cfg.default_service(web::to(|req| no_route(req, Served::Public)));
+}
+
+fn public_routes(cfg: &mut web::ServiceConfig) {
+    ingest::configure(cfg);
+    openapi::configure(cfg);
+    health::configure(cfg);
+}
+
+/// The operators' endpoints: the admin API, the console and `/metrics`.
+fn configure_operators(cfg: &mut web::ServiceConfig) {
+    admin::configure(cfg);
+    console::configure(cfg);
+    health::configure_metrics(cfg);
+}
+
+/// The operators' own listener (`server.admin_listen`): their endpoints and health.
+pub fn configure_operators_alone(cfg: &mut web::ServiceConfig) {
+    configure_operators(cfg);
+    health::configure(cfg);
+    cfg.default_service(web::to(|req| no_route(req, Served::Operators)));
+}
+
+/// Which documented paths a listener serves.
+#[derive(Clone, Copy)]
+enum Served {
+    All,
+    Public,
+    Operators,
+}
+
+/// 405 with `Allow` for a documented path served here asked with another method; 404
+/// otherwise.
+async fn no_route(req: HttpRequest, listener: Served) -> HttpResponse {
+    let admin = req.path().starts_with("/admin/");
+    let served = match listener {
+        Served::All => true,
+        Served::Public => !admin,
+        Served::Operators => admin,
+    };
+    if let Some(allowed) = openapi::methods_of(req.path()).filter(|_| served) {
         return HttpResponse::MethodNotAllowed()
             .insert_header((actix_web::http::header::ALLOW, allowed.join(", ")))
             .json(ErrorBody {

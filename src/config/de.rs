@@ -13,6 +13,12 @@ use super::UrlConfig;
 use crate::secret::Secret;
 
 /// An address like `127.0.0.1:8080`.
+pub(super) fn optional_socket_addr<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    socket_addr(d).map(Some)
+}
+
 pub(super) fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
     let text = String::deserialize(d)?;
     SocketAddr::from_str(&text)

@@ -92,6 +92,12 @@ pub struct ServerConfig {
     #[serde_inline_default(SocketAddr::from(([127, 0, 0, 1], 8080)))]
     #[serde(deserialize_with = "de::socket_addr")]
     pub listen: SocketAddr,
+    /// `admin_listen`: when set (e.g. `127.0.0.1:9090`), the admin API, the console and
+    /// `/metrics` are served on this address only, and `listen` serves ingest, health and
+    /// `/openapi.json`. Absent: everything on `listen`. Port 0 picks a free port (logged).
+    /// Changes at the next start.
+    #[serde(default, deserialize_with = "de::optional_socket_addr")]
+    pub admin_listen: Option<SocketAddr>,
     /// `admin_token`: Bearer token for `/admin/*`. Absent or empty: the admin API answers 404.
     #[serde(default)]
     pub admin_token: Option<Secret>,

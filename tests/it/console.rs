@@ -129,6 +129,18 @@ fn console_forms_need_a_session_and_its_csrf_token() {
     };
     assert_eq!(wrong, (401, true));
     assert!(service.wait_for_log("console: a sign-in with a wrong token", WAIT));
+    let failures = |via: &str| {
+        service.metric(
+            "webhookd_admin_auth_failures_total",
+            &[&format!("via=\"{via}\"")],
+        )
+    };
+    assert_eq!(failures("console"), 1.0);
+    let wrong_bearer = ureq::get(&service.url("/admin/v1/destinations"))
+        .set("Authorization", "Bearer wrong")
+        .call();
+    assert!(matches!(wrong_bearer, Err(ureq::Error::Status(401, _))));
+    assert_eq!(failures("api"), 1.0);
     // The right token: a session cookie.
     let signed_in = agent
         .post(&service.url("/console/login"))

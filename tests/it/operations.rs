@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::common::receiver::{Receiver, Reply};
 use crate::common::{
-    admin, basic_auth, try_post, wait_until, web_to_hook, Webhookd, ADMIN_TOKEN, WRITE_KEY,
+    admin, basic_auth, get, try_post, wait_until, web_to_hook, Webhookd, ADMIN_TOKEN, WRITE_KEY,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -415,4 +415,44 @@ fn sighup_adds_a_destination_and_refuses_a_broken_config() {
     assert!(second.wait_for(2, WAIT));
     assert!(first.wait_for(3, WAIT));
     assert!(service.is_running());
+}
+
+/// With `server.admin_listen`, the public port serves ingest and health only; the admin
+/// API, the console and `/metrics` answer on the operators' address.
+#[test]
+fn admin_listen_keeps_operations_off_the_public_port() {
+    let receiver = Receiver::ok();
+    let keys = format!("{}\nadmin_listen = \"127.0.0.1:0\"", admin_keys());
+    let service = Webhookd::start_with(&one_destination("", &receiver), &keys);
+    assert!(service.wait_for_log("admin API, console and metrics on http://", WAIT));
+    let log = service.log_text();
+    let ops = log
+        .split("admin API, console and metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    for path in ["/admin/v1/destinations", "/metrics", "/console/login"] {
+        assert_eq!(get(&service.url(path)).status, 404, "public {path}");
+    }
+    assert_eq!(
+        admin("GET", &service.url("/admin/v1/destinations"), None).status,
+        404
+    );
+    track(&service, "admin-listen-1");
+    assert!(receiver.wait_for(1, WAIT));
+    let on_ops = |path: &str| format!("http://{ops}{path}");
+    let destinations = admin("GET", &on_ops("/admin/v1/destinations"), None);
+    assert_eq!(destinations.status, 200);
+    assert_eq!(destinations.body["destinations"][0]["destination"], "hook");
+    let metrics = ureq::get(&on_ops("/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(metrics.contains("webhookd_events_received_total"));
+    assert_eq!(get(&on_ops("/console/login")).status, 200);
+    assert_eq!(get(&on_ops("/v1/track")).status, 404, "no ingest there");
+    assert_eq!(get(&service.url("/healthz")).status, 200);
+    assert_eq!(get(&on_ops("/healthz")).status, 200);
 }

@@ -223,6 +223,13 @@ async fn login(req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, Conso
     check_form(&req, None, &form)?;
     let presented = form.first("token").unwrap_or_default();
     if !token.matches(presented.trim()) {
+        if let Some(state) = req.app_data::<web::Data<ApiState>>() {
+            state
+                .metrics
+                .admin_auth_failures
+                .with_label_values(&["console"])
+                .inc();
+        }
         let peer = req.peer_addr().map(|a| a.ip().to_string());
         log::warn!(
             "console: a sign-in with a wrong token from {}",
