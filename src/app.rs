@@ -148,6 +148,7 @@ pub async fn start(
         instance.id,
         instance.config_fingerprint
     );
+    warn_of_orphans(config.current().as_ref(), store.as_ref()).await;
 
     let state = web::Data::new(ApiState {
         config: config.clone(),
@@ -223,6 +224,25 @@ pub async fn start(
     Ok((service, server))
 }
 
+/// Says which destinations have deliveries waiting but are not in `config` (removed or
+/// renamed): their backlog waits, and would be forgotten otherwise.
+async fn warn_of_orphans(config: &Config, store: &dyn Store) {
+    let Ok(pending) = store.pending_destinations().await else {
+        return;
+    };
+    for (source, destination) in pending {
+        let configured = config
+            .sources
+            .iter()
+            .any(|s| s.name == source && s.destinations.iter().any(|d| d.name == destination));
+        if !configured {
+            log::warn!(
+                "destination {source}/{destination} has pending deliveries but is not in the configuration: they wait until it is configured again (see /admin/v1/destinations)"
+            );
+        }
+    }
+}
+
 impl Service {
     /// Puts `new` in force: sources, destinations, `[delivery]`, the limits and token of
     /// `[server]` and `storage.max_size_mb`. `server.listen` and `storage.path` keep their
@@ -266,6 +286,7 @@ impl Service {
         // The destinations wanted may have changed: leases follow at once.
         self.leases.do_send(BeatNow);
         log::info!("configuration reloaded: {sources} source(s)");
+        warn_of_orphans(self.config.current().as_ref(), self.store.as_ref()).await;
         Ok(())
     }
 

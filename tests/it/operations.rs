@@ -456,3 +456,38 @@ fn admin_listen_keeps_operations_off_the_public_port() {
     assert_eq!(get(&service.url("/healthz")).status, 200);
     assert_eq!(get(&on_ops("/healthz")).status, 200);
 }
+
+/// A destination renamed with deliveries still pending: its backlog is shown as orphaned
+/// (and warned of), not lost from sight; pausing it is refused as for any unknown name.
+#[test]
+fn a_renamed_destinations_backlog_is_shown_as_orphaned() {
+    let receiver = Receiver::start(|_, _| Reply::status(503));
+    let service = Webhookd::start_with(&one_destination("", &receiver), &admin_keys());
+    for i in 0..3 {
+        track(&service, &format!("orphan-{i}"));
+    }
+    assert!(receiver.wait_for(1, WAIT));
+    service.rewrite_config(&one_destination("", &receiver).replace("\"hook\"", "\"main\""));
+    service.signal("HUP");
+    assert!(service.wait_for_log(
+        "destination web/hook has pending deliveries but is not in the configuration",
+        WAIT
+    ));
+    let list = admin("GET", &service.url("/admin/v1/destinations"), None).body;
+    let destinations = list["destinations"].as_array().unwrap();
+    let orphan = destinations
+        .iter()
+        .find(|d| d["destination"] == "hook")
+        .unwrap_or_else(|| panic!("no orphaned hook in {list}"));
+    assert_eq!(orphan["state"], "orphaned");
+    assert_eq!(orphan["queueDepth"], 3);
+    assert!(destinations
+        .iter()
+        .any(|d| d["destination"] == "main" && d["state"] == "active"));
+    let pause = admin(
+        "POST",
+        &service.url("/admin/v1/destinations/web/hook/pause"),
+        None,
+    );
+    assert_eq!(pause.status, 404);
+}

@@ -439,6 +439,39 @@ pub async fn destination_list(state: &ApiState) -> Result<DestinationList, ApiEr
             });
         }
     }
+    // Backlogs of destinations no longer configured: shown, so that they are not lost
+    // from sight (and their metrics explained).
+    for s in &stats {
+        let configured = config
+            .sources
+            .iter()
+            .any(|c| c.name == s.source && c.destinations.iter().any(|d| d.name == s.destination));
+        if configured || (s.pending == 0 && s.dead == 0) {
+            continue;
+        }
+        destinations.push(DestinationView {
+            source: s.source.clone(),
+            destination: s.destination.clone(),
+            state: DestinationState::Orphaned,
+            queue_depth: s.pending,
+            oldest_pending_age_seconds: s
+                .oldest_pending_received_at_ms
+                .map(|t| (now - t).max(0) as f64 / 1000.0),
+            dead_letters: s.dead,
+            attempts_last_hour: s.attempts_last_hour,
+            success_rate_last_hour: (s.attempts_last_hour > 0)
+                .then(|| s.successes_last_hour as f64 / s.attempts_last_hour as f64),
+            last_error: s.last_error.clone(),
+            last_error_at: s.last_error_at_ms.map(iso),
+            blocked_reason: None,
+            disabled_reason: Some(
+                "not in the configuration: its deliveries wait until it is configured again".into(),
+            ),
+            disabled_at: None,
+            gone_urls: Vec::new(),
+            failing_since: None,
+        });
+    }
     Ok(DestinationList { destinations })
 }
 

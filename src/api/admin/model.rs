@@ -286,6 +286,9 @@ pub enum DestinationState {
     Disabled,
     /// Nothing can be sent while the store cannot record it.
     Blocked,
+    /// Not in the configuration (removed or renamed) but with deliveries in the store:
+    /// they wait until a destination of that name is configured again.
+    Orphaned,
 }
 
 /// The answer to a pause or a resume.

@@ -37,7 +37,7 @@ code, .mono { font: 13px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, mono
   font-weight: 600; }
 .state.active, .state.delivered, .state.done, .state.ok { background: #dafbe1; color: var(--ok); }
 .state.paused, .state.pending, .state.notifying, .state.blocked { background: #fff8c5; color: var(--warn); }
-.state.disabled, .state.dead, .state.done_with_failures, .state.failed { background: #ffebe9; color: var(--bad); }
+.state.disabled, .state.orphaned, .state.dead, .state.done_with_failures, .state.failed { background: #ffebe9; color: var(--bad); }
 .muted { color: var(--muted); }
 .notice { background: #ddf4ff; border: 1px solid #b6e3ff; padding: 10px 14px; border-radius: 6px;
   margin-bottom: 16px; }
@@ -185,6 +185,7 @@ fn destination_state(state: DestinationState) -> &'static str {
         DestinationState::Paused => "paused",
         DestinationState::Disabled => "disabled",
         DestinationState::Blocked => "blocked",
+        DestinationState::Orphaned => "orphaned",
     }
 }
 
@@ -232,10 +233,12 @@ pub fn destinations(list: &DestinationList, csrf: &str) -> Markup {
                             td.num { @match d.success_rate_last_hour { Some(r) => (format!("{:.1} %", r * 100.0)), None => span.muted { "—" } } }
                             td.wrap { (or_dash(d.last_error.as_deref())) @if let Some(at) = &d.last_error_at { div.muted { (at) } } }
                             td {
+                                @if d.state != DestinationState::Orphaned {
                                 @let (action, label) = if d.state == DestinationState::Active || d.state == DestinationState::Blocked { ("pause", "Pause") } else { ("resume", "Resume") };
                                 form.inline method="post" action={ "/console/destinations/" (urlencode(&d.source)) "/" (urlencode(&d.destination)) "/" (action) } {
                                     input type="hidden" name="csrf" value=(csrf);
                                     button type="submit" { (label) }
+                                }
                                 }
                             }
                         }
