@@ -231,11 +231,7 @@ async fn warn_of_orphans(config: &Config, store: &dyn Store) {
         return;
     };
     for (source, destination) in pending {
-        let configured = config
-            .sources
-            .iter()
-            .any(|s| s.name == source && s.destinations.iter().any(|d| d.name == destination));
-        if !configured {
+        if !config.has_destination(&source, &destination) {
             log::warn!(
                 "destination {source}/{destination} has pending deliveries but is not in the configuration: they wait until it is configured again (see /admin/v1/destinations)"
             );

@@ -404,6 +404,13 @@ fn list_problems(problems: &[ConfigProblem]) -> String {
 }
 
 impl Config {
+    /// Whether `source` has a destination named `destination` (enabled or not).
+    pub fn has_destination(&self, source: &str, destination: &str) -> bool {
+        self.sources
+            .iter()
+            .any(|s| s.name == source && s.destinations.iter().any(|d| d.name == destination))
+    }
+
     /// Reads and validates the file at `path`; `WEBHOOKD_STORAGE_URL`, when set,
     /// replaces `storage.url`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

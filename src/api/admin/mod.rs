@@ -412,19 +412,9 @@ pub async fn destination_list(state: &ApiState) -> Result<DestinationList, ApiEr
                 DestinationState::Active
             };
             destinations.push(DestinationView {
+                // Named from the configuration: a destination without figures yet has none.
                 source: source.name.clone(),
                 destination: destination.name.clone(),
-                state,
-                queue_depth: s.pending,
-                oldest_pending_age_seconds: s
-                    .oldest_pending_received_at_ms
-                    .map(|t| (now - t).max(0) as f64 / 1000.0),
-                dead_letters: s.dead,
-                attempts_last_hour: s.attempts_last_hour,
-                success_rate_last_hour: (s.attempts_last_hour > 0)
-                    .then(|| s.successes_last_hour as f64 / s.attempts_last_hour as f64),
-                last_error: s.last_error,
-                last_error_at: s.last_error_at_ms.map(iso),
                 blocked_reason: (state == DestinationState::Blocked)
                     .then(|| store_problem.clone())
                     .flatten(),
@@ -436,40 +426,21 @@ pub async fn destination_list(state: &ApiState) -> Result<DestinationList, ApiEr
                     .map(|u| crate::redact::url(u))
                     .collect(),
                 failing_since: control.failing_since_ms.map(iso),
+                ..DestinationView::of_stats(&s, state, now)
             });
         }
     }
     // Backlogs of destinations no longer configured: shown, so that they are not lost
     // from sight (and their metrics explained).
     for s in &stats {
-        let configured = config
-            .sources
-            .iter()
-            .any(|c| c.name == s.source && c.destinations.iter().any(|d| d.name == s.destination));
-        if configured || (s.pending == 0 && s.dead == 0) {
+        if config.has_destination(&s.source, &s.destination) || (s.pending == 0 && s.dead == 0) {
             continue;
         }
         destinations.push(DestinationView {
-            source: s.source.clone(),
-            destination: s.destination.clone(),
-            state: DestinationState::Orphaned,
-            queue_depth: s.pending,
-            oldest_pending_age_seconds: s
-                .oldest_pending_received_at_ms
-                .map(|t| (now - t).max(0) as f64 / 1000.0),
-            dead_letters: s.dead,
-            attempts_last_hour: s.attempts_last_hour,
-            success_rate_last_hour: (s.attempts_last_hour > 0)
-                .then(|| s.successes_last_hour as f64 / s.attempts_last_hour as f64),
-            last_error: s.last_error.clone(),
-            last_error_at: s.last_error_at_ms.map(iso),
-            blocked_reason: None,
             disabled_reason: Some(
                 "not in the configuration: its deliveries wait until it is configured again".into(),
             ),
-            disabled_at: None,
-            gone_urls: Vec::new(),
-            failing_since: None,
+            ..DestinationView::of_stats(s, DestinationState::Orphaned, now)
         });
     }
     Ok(DestinationList { destinations })
@@ -497,13 +468,7 @@ pub async fn set_paused(
     destination: &str,
     paused: bool,
 ) -> Result<PauseState, ApiError> {
-    let known = state
-        .config
-        .current()
-        .sources
-        .iter()
-        .any(|s| s.name == source && s.destinations.iter().any(|d| d.name == destination));
-    if !known {
+    if !state.config.current().has_destination(source, destination) {
         return Err(ApiError::NotFound(format!(
             "no destination {source}/{destination}"
         )));
@@ -648,10 +613,11 @@ pub async fn replay_dead_letters(
         }
         ReplayRequest::Ids(ReplayIds { delivery_ids }) => ReplaySelection::Ids(delivery_ids),
         ReplayRequest::Destination(d) => {
-            let known = state.config.current().sources.iter().any(|s| {
-                s.name == d.source && s.destinations.iter().any(|x| x.name == d.destination)
-            });
-            if !known {
+            if !state
+                .config
+                .current()
+                .has_destination(&d.source, &d.destination)
+            {
                 return Err(ApiError::NotFound(format!(
                     "no destination {}/{}",
                     d.source, d.destination

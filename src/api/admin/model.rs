@@ -6,7 +6,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::clock::iso;
 use crate::store::{
-    DeadLetter, DeliveryStatus, InstanceRecord, NotificationProgress, RegulationType, Suppression,
+    DeadLetter, DeliveryStatus, DestinationStats, InstanceRecord, NotificationProgress,
+    RegulationType, Suppression,
 };
 
 /// `POST /admin/v1/regulations`, as Segment's Public API takes it.
@@ -272,6 +273,33 @@ pub struct DestinationView {
     pub gone_urls: Vec<String>,
     /// Since when every attempt failed, while it is probed or disabled.
     pub failing_since: Option<String>,
+}
+
+impl DestinationView {
+    /// What the store's figures say of a destination in `state` at `now_ms`; the
+    /// reasons, gone URLs and failure times are left empty.
+    pub fn of_stats(s: &DestinationStats, state: DestinationState, now_ms: i64) -> Self {
+        DestinationView {
+            source: s.source.clone(),
+            destination: s.destination.clone(),
+            state,
+            queue_depth: s.pending,
+            oldest_pending_age_seconds: s
+                .oldest_pending_received_at_ms
+                .map(|t| (now_ms - t).max(0) as f64 / 1000.0),
+            dead_letters: s.dead,
+            attempts_last_hour: s.attempts_last_hour,
+            success_rate_last_hour: (s.attempts_last_hour > 0)
+                .then(|| s.successes_last_hour as f64 / s.attempts_last_hour as f64),
+            last_error: s.last_error.clone(),
+            last_error_at: s.last_error_at_ms.map(iso),
+            blocked_reason: None,
+            disabled_reason: None,
+            disabled_at: None,
+            gone_urls: Vec::new(),
+            failing_since: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
