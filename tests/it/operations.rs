@@ -491,3 +491,28 @@ fn a_renamed_destinations_backlog_is_shown_as_orphaned() {
     );
     assert_eq!(pause.status, 404);
 }
+
+/// A token in a webhook URL's query is not shown by the admin API.
+#[test]
+fn attempt_urls_are_shown_redacted() {
+    let receiver = Receiver::ok();
+    let url = receiver.url("/hook?token=query-secret-42");
+    let sources = format!(
+        "[[sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n\
+         [[sources.destinations]]\nname = \"hook\"\nurls = [{url:?}]\n"
+    );
+    let service = Webhookd::start_with(&sources, &admin_keys());
+    track(&service, "redacted-1");
+    assert!(receiver.wait_for(1, WAIT));
+    let attempt_url = || {
+        let message = admin("GET", &service.url("/admin/v1/messages/redacted-1"), None);
+        message.body["events"][0]["deliveries"][0]["attempts"][0]["url"]
+            .as_str()
+            .map(str::to_string)
+    };
+    // The attempt is recorded just after the receiver answers.
+    assert!(wait_until(WAIT, || attempt_url().is_some()));
+    let shown = attempt_url().unwrap();
+    assert!(shown.starts_with(&receiver.url("/hook?token=")), "{shown}");
+    assert!(!shown.contains("query-secret-42"), "{shown}");
+}

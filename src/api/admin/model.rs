@@ -231,7 +231,7 @@ impl From<&DeliveryStatus> for DeliveryView {
                 .iter()
                 .map(|a| AttemptView {
                     at: iso(a.attempted_at_ms),
-                    url: a.url.clone(),
+                    url: crate::redact::url(&a.url),
                     status: a.status,
                     error: a.error.clone(),
                     latency_ms: a.latency_ms,
