@@ -56,9 +56,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn openapi_json() -> HttpResponse {
+    // The same for the process's life: built once.
+    static DOCUMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(document);
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(document())
+        .body(DOCUMENT.as_str())
 }
 
 /// The methods of the documented path `path` matches (`{name}` matches one segment).

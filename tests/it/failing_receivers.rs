@@ -42,17 +42,6 @@ fn start(config: &str) -> Webhookd {
     Webhookd::start_with(config, &format!("admin_token = {ADMIN_TOKEN:?}"))
 }
 
-fn send(service: &Webhookd, count: usize, prefix: &str) {
-    for chunk in (0..count).collect::<Vec<_>>().chunks(100) {
-        let items: Vec<Value> = chunk
-            .iter()
-            .map(|i| json!({"type": "track", "userId": "u", "event": "E", "messageId": format!("{prefix}-{i}")}))
-            .collect();
-        let response = service.post("/v1/batch", &json!({ "batch": items }));
-        assert_eq!(response.status, 200, "{response:?}");
-    }
-}
-
 /// The destination `name` as `GET /admin/v1/destinations` shows it.
 fn destination(service: &Webhookd, name: &str) -> Value {
     let listed = admin("GET", &service.url("/admin/v1/destinations"), None);
@@ -88,13 +77,13 @@ fn a_url_answering_410_gets_one_request_and_its_sibling_keeps_receiving() {
             sibling.url("/hook")
         ),
     ));
-    send(&service, 1, "first");
+    service.send_batches(1, "first");
     assert!(sibling.wait_for(1, WAIT));
     assert!(gone.wait_for(1, WAIT));
     assert!(wait_until(WAIT, || {
         destination(&service, "hook")["goneUrls"] == json!([gone.url("/gone")])
     }));
-    send(&service, 50, "then");
+    service.send_batches(50, "then");
     assert!(
         sibling.wait_for(51, WAIT),
         "sibling got {}",
@@ -115,7 +104,7 @@ fn a_url_answering_410_gets_one_request_and_its_sibling_keeps_receiving() {
     assert!(wait_until(WAIT, || destination(&service, "hook")
         ["goneUrls"]
         == json!([])));
-    send(&service, 1, "after-reload");
+    service.send_batches(1, "after-reload");
     assert!(gone.wait_for(2, WAIT), "gone got {}", gone.count());
 }
 
@@ -130,10 +119,10 @@ fn a_destination_whose_every_url_is_gone_is_disabled_and_its_deliveries_wait() {
             gone.url("/gone")
         ),
     ));
-    send(&service, 1, "first");
+    service.send_batches(1, "first");
     assert!(wait_until(WAIT, || destination(&service, "hook")["state"]
         == "disabled"));
-    send(&service, 4, "then");
+    service.send_batches(4, "then");
     let shown = destination(&service, "hook");
     assert_eq!(shown["disabledReason"], "every URL answered 410 Gone");
     // Nothing was dead-lettered for it: the five wait.
@@ -157,7 +146,7 @@ fn a_destination_failing_past_disable_after_is_disabled_across_a_restart_and_res
             failing.url("/hook")
         ),
     ));
-    send(&service, 20, "m");
+    service.send_batches(20, "m");
     assert!(wait_until(WAIT, || destination(&service, "hook")["state"]
         == "disabled"));
     let shown = destination(&service, "hook");
@@ -237,7 +226,7 @@ fn a_refused_receiver_with_ten_thousand_pending_sees_a_trickle_then_gets_everyth
         ),
     ));
     let refused = || service.metric("webhookd_attempts_total", &["destination=\"refusing\""]);
-    send(&service, 10_000, "m");
+    service.send_batches(10_000, "m");
     assert!(healthy.wait_for(10_000, Duration::from_secs(120)));
     assert!(wait_until(WAIT, || service.metric(
         "webhookd_destination_probing",
@@ -294,11 +283,11 @@ fn dead_letters_are_reported_once_a_minute_per_destination() {
             refusing.url("/hook")
         ),
     ));
-    send(&service, 3, "first");
+    service.send_batches(3, "first");
     assert!(wait_until(WAIT, || destination(&service, "hook")
         ["deadLetters"]
         == 3));
-    send(&service, 2, "second");
+    service.send_batches(2, "second");
     assert!(wait_until(WAIT, || destination(&service, "hook")
         ["deadLetters"]
         == 5));
@@ -336,7 +325,7 @@ fn a_rate_limit_of_50_per_second_holds_over_ten_seconds() {
             receiver.url("/hook")
         ),
     ));
-    send(&service, 700, "m");
+    service.send_batches(700, "m");
     assert!(receiver.wait_for(700, WAIT), "got {}", receiver.count());
     let times: Vec<Instant> = receiver.requests().iter().map(|r| r.at).collect();
     // In any ten seconds: 500 at most, give or take 10 %; and the limit is what slows

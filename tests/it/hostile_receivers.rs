@@ -10,8 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
-
 use crate::common::receiver::Receiver;
 use crate::common::{wait_until, Webhookd, WRITE_KEY};
 
@@ -120,19 +118,6 @@ fn config(destinations: &[(&str, String)]) -> String {
     text
 }
 
-fn send(service: &Webhookd, count: usize, prefix: &str) {
-    for chunk in (0..count).collect::<Vec<_>>().chunks(100) {
-        let items: Vec<Value> = chunk
-            .iter()
-            .map(|i| json!({"type": "track", "userId": "u", "event": "E", "messageId": format!("{prefix}-{i}")}))
-            .collect();
-        assert_eq!(
-            service.post("/v1/batch", &json!({ "batch": items })).status,
-            200
-        );
-    }
-}
-
 #[test]
 fn hostile_receivers_cost_retries_not_resources_nor_other_destinations() {
     let servers = [
@@ -151,7 +136,7 @@ fn hostile_receivers_cost_retries_not_resources_nor_other_destinations() {
     let service = Webhookd::start(&config(&destinations));
     let fds_at_start = service.open_fds();
 
-    send(&service, 200, "h");
+    service.send_batches(200, "h");
     // The healthy destination gets everything while the others misbehave.
     assert!(
         healthy.wait_for(200, WAIT),

@@ -346,6 +346,19 @@ impl Webhookd {
     }
 
     /// The service's store, opened beside it through the store interface.
+    /// Posts `count` track events with messageIds `{prefix}-{i}`, 100 to a batch; each
+    /// batch must be answered 200.
+    pub fn send_batches(&self, count: usize, prefix: &str) {
+        for chunk in (0..count).collect::<Vec<_>>().chunks(100) {
+            let items: Vec<Value> = chunk
+                .iter()
+                .map(|i| serde_json::json!({"type": "track", "userId": "u", "event": "E", "messageId": format!("{prefix}-{i}")}))
+                .collect();
+            let response = self.post("/v1/batch", &serde_json::json!({ "batch": items }));
+            assert_eq!(response.status, 200, "{response:?}");
+        }
+    }
+
     pub fn store(&self) -> StoreProbe {
         StoreProbe::beside(&self.storage())
     }
