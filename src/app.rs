@@ -15,7 +15,9 @@ use crate::actors::deletion::{apply_unapplied, DeletionActor};
 use crate::actors::leases::{BeatNow, LeaseKeeper};
 use crate::actors::notifier::Notifier;
 use crate::actors::retention::Retention;
-use crate::actors::router::{ConfigReloaded, DrainAll, Router, UseNotifier, WakeDestinations};
+use crate::actors::router::{
+    ConfigReloaded, DrainAll, PauseDestination, Router, UseNotifier, WakeDestinations,
+};
 use crate::api::{self, ApiState};
 use crate::clock::now_ms;
 use crate::config::StorageBackend;
@@ -108,6 +110,9 @@ pub async fn start(
         config_fingerprint: config.fingerprint(),
     };
     let tls = tls_config(config.delivery.extra_root_certs.as_deref())?;
+    // Before the pauses are read and any delivery starts: renamed destinations take
+    // their work (and pause) over.
+    carry_over_previous_names(&config, store.as_ref()).await?;
     let paused = store.paused_destinations().await?;
     // Before any delivery resumes: regulations acknowledged before a crash take effect.
     apply_unapplied(&config, store.as_ref()).await?;
@@ -224,6 +229,33 @@ pub async fn start(
     Ok((service, server))
 }
 
+/// Moves the stored work of each destination's `previous_names` to it; answers the
+/// destinations that received some.
+async fn carry_over_previous_names(
+    config: &Config,
+    store: &dyn Store,
+) -> Result<Vec<DestinationKey>, StoreError> {
+    let mut renamed = Vec::new();
+    for source in &config.sources {
+        for destination in &source.destinations {
+            for old in &destination.previous_names {
+                let moved = store
+                    .rename_destination(&source.name, old, &destination.name)
+                    .await?;
+                if moved > 0 {
+                    log::info!(
+                        "destination {}/{} takes over {moved} deliveries of its previous name {old}",
+                        source.name,
+                        destination.name
+                    );
+                    renamed.push((source.name.clone(), destination.name.clone()));
+                }
+            }
+        }
+    }
+    Ok(renamed)
+}
+
 /// Says which destinations have deliveries waiting but are not in `config` (removed or
 /// renamed): their backlog waits, and would be forgotten otherwise.
 async fn warn_of_orphans(config: &Config, store: &dyn Store) {
@@ -274,11 +306,24 @@ impl Service {
         }
         let tls = tls_config(new.delivery.extra_root_certs.as_deref())?;
         let sources = new.sources.len();
+        let renamed = carry_over_previous_names(&new, self.store.as_ref()).await?;
         // URLs that answered 410 Gone are tried again after a reload.
         let reset = self.reset_gone_urls().await?;
         self.config.replace(Arc::new(new));
         self.router.do_send(ConfigReloaded { tls });
+        // A pause carried over from a previous name holds under the new one.
+        let paused = self.store.paused_destinations().await?;
+        for (source, destination) in &renamed {
+            if paused.contains(&(source.clone(), destination.clone())) {
+                self.router.do_send(PauseDestination {
+                    source: source.clone(),
+                    destination: destination.clone(),
+                    paused: true,
+                });
+            }
+        }
         self.router.do_send(WakeDestinations(reset));
+        self.router.do_send(WakeDestinations(renamed));
         // The destinations wanted may have changed: leases follow at once.
         self.leases.do_send(BeatNow);
         log::info!("configuration reloaded: {sources} source(s)");

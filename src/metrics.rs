@@ -35,6 +35,10 @@ pub struct Metrics {
     pub oldest_pending_age: GaugeVec,
     /// `webhookd_dead_letters{source,destination}`: dead-lettered deliveries (set at scrape).
     pub dead_letters: IntGaugeVec,
+    /// `webhookd_orphaned_deliveries{source,destination}`: pending deliveries of a
+    /// destination no longer configured (removed or renamed without `previous_names`);
+    /// they are not counted in `webhookd_queue_depth` (set at scrape).
+    pub orphaned_deliveries: IntGaugeVec,
     /// `webhookd_store_commit_duration_seconds`: one group commit.
     pub store_commit_duration: Histogram,
     /// `webhookd_store_commit_jobs`: writes that shared one commit.
@@ -142,6 +146,10 @@ impl Metrics {
             "webhookd_dead_letters",
             "Dead-lettered deliveries per destination",
         );
+        let orphaned_deliveries = gauge(
+            "webhookd_orphaned_deliveries",
+            "Pending deliveries of a destination that is no longer configured",
+        );
         let destination_disabled = gauge(
             "webhookd_destination_disabled",
             "1 while a destination is disabled for its failures, until resumed",
@@ -228,6 +236,7 @@ impl Metrics {
             attempt_duration,
             actor_restarts,
             queue_depth,
+            orphaned_deliveries,
             oldest_pending_age,
             dead_letters,
             store_commit_duration,
@@ -244,13 +253,30 @@ impl Metrics {
         }
     }
 
-    /// Sets the per-destination gauges from the store's figures.
-    pub fn set_destination_gauges(&self, stats: &[DestinationStats], now_ms: i64) {
+    /// Sets the per-destination gauges from the store's figures. The pending work of a
+    /// destination that is not `configured` is shown as orphaned, not as a queue: no
+    /// actor drains it, and an alert on a stuck queue would fire for it forever.
+    pub fn set_destination_gauges(
+        &self,
+        stats: &[DestinationStats],
+        now_ms: i64,
+        configured: impl Fn(&str, &str) -> bool,
+    ) {
         self.queue_depth.reset();
         self.oldest_pending_age.reset();
         self.dead_letters.reset();
+        self.orphaned_deliveries.reset();
         for s in stats {
             let labels = [s.source.as_str(), s.destination.as_str()];
+            if !configured(&s.source, &s.destination) {
+                self.orphaned_deliveries
+                    .with_label_values(&labels)
+                    .set(s.pending as i64);
+                self.dead_letters
+                    .with_label_values(&labels)
+                    .set(s.dead as i64);
+                continue;
+            }
             self.queue_depth
                 .with_label_values(&labels)
                 .set(s.pending as i64);

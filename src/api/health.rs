@@ -21,7 +21,14 @@ pub fn configure_metrics(cfg: &mut web::ServiceConfig) {
 async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
     let now = crate::clock::now_ms();
     match state.store.destination_stats(now).await {
-        Ok(stats) => state.metrics.set_destination_gauges(&stats, now),
+        Ok(stats) => {
+            let config = state.config.current();
+            state
+                .metrics
+                .set_destination_gauges(&stats, now, |source, destination| {
+                    config.has_destination(source, destination)
+                })
+        }
         Err(e) => log::warn!("metrics: destination gauges not refreshed: {e}"),
     }
     match state.store.size_bytes().await {

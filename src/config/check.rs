@@ -186,6 +186,27 @@ pub(super) fn check(config: &mut Config, problems: &mut Vec<ConfigProblem>) {
             }
             check_destination(destination, &at, &mut p);
         }
+        // A previous name hands its stored work to one destination, and only a name no
+        // destination of the source uses now.
+        let mut previous = HashSet::new();
+        for (j, destination) in source.destinations.iter().enumerate() {
+            for (k, old) in destination.previous_names.iter().enumerate() {
+                let at = format!("{at}.destinations[{j}].previous_names[{k}]");
+                if old.is_empty() {
+                    p.add(at, "must not be empty");
+                } else if destination_names.contains(old) {
+                    p.add(
+                        at,
+                        format!("{old:?} is the name of a destination of this source"),
+                    );
+                } else if !previous.insert(old.clone()) {
+                    p.add(
+                        at,
+                        format!("{old:?} is an earlier previous name in this source"),
+                    );
+                }
+            }
+        }
     }
     add_notifications(config, &mut p);
 }

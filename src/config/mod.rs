@@ -229,6 +229,12 @@ pub struct DestinationConfig {
     /// signature per secret (rotation: receivers accept any). Never logged.
     #[serde(default)]
     pub signing_secrets: Vec<Secret>,
+    /// `previous_names`: names this destination had before (`["primary"]` after renaming
+    /// `primary`). At start and reload, whatever the store keeps under them (pending
+    /// deliveries, dead letters, history, a pause) becomes this destination's. Without
+    /// it, a renamed destination's backlog stays under the old name, orphaned.
+    #[serde(default)]
+    pub previous_names: Vec<String>,
     /// `enabled`: a disabled destination gets no deliveries for new events. Default true.
     #[serde_inline_default(true)]
     pub enabled: bool,

@@ -195,6 +195,36 @@ fn actions_keys_are_checked_with_their_key_path() {
 }
 
 #[test]
+fn previous_names_are_unambiguous() {
+    let text = r#"
+        [[sources]]
+        name = "s"
+        write_key = "k"
+          [[sources.destinations]]
+          name = "a"
+          urls = ["http://a/"]
+          previous_names = ["b", "old", ""]
+          [[sources.destinations]]
+          name = "b"
+          urls = ["http://b/"]
+          previous_names = ["old"]
+    "#;
+    let found = problems(text);
+    let p = "sources[0].destinations";
+    for expected in [
+        format!("{p}[0].previous_names[0]: \"b\" is the name of a destination of this source"),
+        format!("{p}[0].previous_names[2]: must not be empty"),
+        format!("{p}[1].previous_names[0]: \"old\" is an earlier previous name in this source"),
+    ] {
+        assert!(
+            found.contains(&expected),
+            "missing {expected:?} in {found:#?}"
+        );
+    }
+    assert_eq!(found.len(), 3, "{found:#?}");
+}
+
+#[test]
 fn numbers_are_range_checked() {
     let found = problems("[delivery]\nretry_window_s = 99999999999\nmax_in_flight = 0\n");
     assert!(

@@ -132,6 +132,13 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> StoreFuture<Vec<(String, String, u64)>>;
 
+    /// Moves what the store keeps for destination `from` of `source` to `to` (a
+    /// destination renamed, with `from` in its `previous_names`): its deliveries in every
+    /// state with their attempts (claims on them end), and its pause, controls and latest
+    /// error where `to` has none of its own; the lease of `from` goes. Answers how many
+    /// deliveries moved.
+    fn rename_destination(&self, source: &str, from: &str, to: &str) -> StoreFuture<u64>;
+
     /// Pauses (or resumes) a destination; kept across restarts.
     fn set_paused(
         &self,

@@ -206,6 +206,58 @@ fn append_dedupes_within_the_window(b: &Backend) {
     assert_eq!(found.user_id.as_deref(), Some("u1"));
 }
 
+/// More random ids than SQLite keeps in memory before indexing them, so that both the
+/// indexed ones and the newest are looked up; again after opening the store anew (which
+/// rebuilds what was in memory), and once more after the window.
+fn many_random_ids_dedupe_exactly(b: &Backend) {
+    let ids: Vec<String> = (0..40_000)
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
+    let append_all = |store: &dyn Store, since: i64| -> Vec<Appended> {
+        let mut outcomes = Vec::new();
+        for chunk in ids.chunks(500) {
+            let events = chunk
+                .iter()
+                .map(|id| {
+                    let mut e = event("web", id, "u", &["d"]);
+                    e.dedupe_since_ms = Some(since);
+                    e
+                })
+                .collect();
+            outcomes.extend(b.run(store.append(events)).unwrap());
+        }
+        outcomes
+    };
+    let within = T0 - 60_000;
+    let first = append_all(b.store.as_ref(), within);
+    assert!(first.iter().all(|o| matches!(o, Appended::Stored { .. })));
+    let again = append_all(b.store.as_ref(), within);
+    let stored_again = again.iter().filter(|o| **o != Appended::Duplicate).count();
+    assert_eq!(stored_again, 0, "ids stored twice within the window");
+    for id in [&ids[0], &ids[20_000], &ids[39_999]] {
+        let found = b.run(b.store.find_event("web", id)).unwrap();
+        assert_eq!(found.map(|e| e.message_id).as_ref(), Some(id));
+    }
+    assert_eq!(
+        b.run(b.store.find_event("web", "never-sent")).unwrap(),
+        None
+    );
+
+    let reopened = b.reopen_beside().unwrap();
+    let after_reopen = append_all(reopened.as_ref(), within);
+    let stored_again = after_reopen
+        .iter()
+        .filter(|o| **o != Appended::Duplicate)
+        .count();
+    assert_eq!(stored_again, 0, "ids stored twice after reopening");
+    // Received at T0, so with the window starting at T0 they are all outside it.
+    let after_window = append_all(reopened.as_ref(), T0);
+    assert!(after_window
+        .iter()
+        .all(|o| matches!(o, Appended::Stored { .. })));
+    assert_eq!(b.run(reopened.pending_count("web", "d")).unwrap(), 80_000);
+}
+
 fn claims_hold_under_a_live_lease_and_lapse(b: &Backend) {
     let s = b.store.as_ref();
     b.run(
@@ -770,6 +822,7 @@ macro_rules! contract {
 
 contract!(
     append_dedupes_within_the_window,
+    many_random_ids_dedupe_exactly,
     claims_hold_under_a_live_lease_and_lapse,
     leases_spread_and_pass_on,
     attempts_are_recorded_under_the_claim_only,

@@ -76,7 +76,8 @@ fn a_regulation_notifies_every_destination_of_each_source_once_per_subject() {
     let service = Webhookd::start_with(&three_sources(&a, &b, &c), &admin_keys());
     let id = regulate(
         &service,
-        json!({"regulationType": "DELETE_ONLY", "subjectType": "USER_ID", "subjectIds": ["u1", "u2"]}),
+        // A user listed twice is one subject: one notification per destination.
+        json!({"regulationType": "DELETE_ONLY", "subjectType": "USER_ID", "subjectIds": ["u1", "u2", "u1"]}),
     );
     let progress = wait_done(&service, &id);
     for receiver in [&a, &b, &c] {
@@ -325,6 +326,17 @@ fn the_admin_api_checks_its_token_and_names_bad_fields() {
         assert_eq!(response.status, 400, "{body}");
         assert_eq!(response.error(), error);
     }
+    // A misspelt key would otherwise mean "every source".
+    let misspelt = json!({"regulationType": "DELETE_ONLY", "subjectType": "USER_ID", "subjectIds": ["u"], "source": ["web"]});
+    let response = admin("POST", &url, Some(&misspelt));
+    assert_eq!(response.status, 400);
+    assert!(
+        response
+            .error()
+            .starts_with("`source` is not a key of this request (expected one of"),
+        "{}",
+        response.error()
+    );
     let unknown = json!({"regulationType": "DELETE_ONLY", "subjectType": "USER_ID", "subjectIds": ["u"], "sources": ["web", "nope"]});
     let response = admin("POST", &url, Some(&unknown));
     assert_eq!(

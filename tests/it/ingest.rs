@@ -422,6 +422,42 @@ fn dedupe_ends_with_its_window() {
     assert!(stored_again);
 }
 
+/// Random ids as real clients send them, from several connections at once, more than
+/// the store indexes at a time; every one sent again after a SIGKILL is a duplicate.
+#[test]
+fn random_ids_sent_again_after_a_crash_are_duplicates() {
+    const SENDERS: usize = 4;
+    const PER_SENDER: usize = 9_000;
+    let mut service = Webhookd::start(&one_source_config());
+    let ids: Vec<String> = (0..SENDERS * PER_SENDER)
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
+    let send_all = |service: &Webhookd| {
+        std::thread::scope(|scope| {
+            for part in ids.chunks(PER_SENDER) {
+                scope.spawn(move || {
+                    for batch in part.chunks(100) {
+                        let items: Vec<Value> = batch
+                            .iter()
+                            .map(|id| json!({"type": "track", "userId": "u", "event": "E", "messageId": id}))
+                            .collect();
+                        let response = service.post("/v1/batch", &json!({ "batch": items }));
+                        assert_eq!(response.status, 200, "{response:?}");
+                    }
+                });
+            }
+        });
+    };
+    send_all(&service);
+    assert_eq!(service.pending_count("web", "primary"), ids.len() as u64);
+    service.restart();
+    send_all(&service);
+    assert_eq!(service.pending_count("web", "primary"), ids.len() as u64);
+    for id in [&ids[0], &ids[ids.len() / 2], &ids[ids.len() - 1]] {
+        assert!(service.stored("web", id).is_some(), "{id}");
+    }
+}
+
 #[test]
 fn a_restart_finds_every_acknowledged_event() {
     let mut service = Webhookd::start(&one_source_config());

@@ -277,6 +277,20 @@ fn a_dead_letter_is_listed_replayed_and_delivered() {
     assert_eq!(after[0].attempts.last().unwrap().status, Some(200));
     assert_eq!(store.deliveries("web", "dl-2")[0].state, "dead");
 
+    // A misspelt "since" is refused, not read as "every dead letter".
+    let misspelt = admin(
+        "POST",
+        &service.url("/admin/v1/dead-letters/replay"),
+        Some(&json!({"source": "web", "destination": "hook", "sinc": "2000-01-01T00:00:00Z"})),
+    );
+    assert_eq!(misspelt.status, 400);
+    assert!(
+        misspelt
+            .error()
+            .starts_with("`sinc` is not a key of this request"),
+        "{}",
+        misspelt.error()
+    );
     let by_destination = admin(
         "POST",
         &service.url("/admin/v1/dead-letters/replay"),
@@ -484,12 +498,72 @@ fn a_renamed_destinations_backlog_is_shown_as_orphaned() {
     assert!(destinations
         .iter()
         .any(|d| d["destination"] == "main" && d["state"] == "active"));
+    // Shown as orphaned, and not as a queue that a stuck-backlog alert would watch.
+    let hook = ["destination=\"hook\""];
+    assert_eq!(service.metric("webhookd_orphaned_deliveries", &hook), 3.0);
+    assert!(!service
+        .metric_text()
+        .lines()
+        .any(|l| l.starts_with("webhookd_queue_depth{") && l.contains(hook[0])));
     let pause = admin(
         "POST",
         &service.url("/admin/v1/destinations/web/hook/pause"),
         None,
     );
     assert_eq!(pause.status, 404);
+}
+
+/// A destination renamed with its old name in `previous_names` takes over the old name's
+/// backlog and pause at reload: nothing is orphaned, and resuming it delivers them.
+#[test]
+fn a_renamed_destination_carries_its_backlog_with_previous_names() {
+    let receiver = Receiver::ok();
+    let service = Webhookd::start_with(&one_destination("", &receiver), &admin_keys());
+    let paused = admin(
+        "POST",
+        &service.url("/admin/v1/destinations/web/hook/pause"),
+        None,
+    );
+    assert_eq!(paused.status, 200, "{paused:?}");
+    for i in 0..3 {
+        track(&service, &format!("carried-{i}"));
+    }
+    let renamed = one_destination("", &receiver).replace(
+        "name = \"hook\"",
+        "name = \"main\"\nprevious_names = [\"hook\"]",
+    );
+    service.rewrite_config(&renamed);
+    service.signal("HUP");
+    assert!(service.wait_for_log(
+        "destination web/main takes over 3 deliveries of its previous name hook",
+        WAIT
+    ));
+    let list = admin("GET", &service.url("/admin/v1/destinations"), None).body;
+    let destinations = list["destinations"].as_array().unwrap();
+    assert!(
+        destinations.iter().all(|d| d["destination"] != "hook"),
+        "{list}"
+    );
+    let main = destinations
+        .iter()
+        .find(|d| d["destination"] == "main")
+        .unwrap_or_else(|| panic!("no main in {list}"));
+    assert_eq!(
+        (main["state"].as_str(), main["queueDepth"].as_u64()),
+        (Some("paused"), Some(3))
+    );
+    assert_eq!(receiver.count(), 0, "the pause holds under the new name");
+    let resumed = admin(
+        "POST",
+        &service.url("/admin/v1/destinations/web/main/resume"),
+        None,
+    );
+    assert_eq!(resumed.status, 200);
+    assert!(receiver.wait_for(3, WAIT), "got {}", receiver.count());
+    assert_eq!(
+        service.store().deliveries("web", "carried-0")[0].destination,
+        "main"
+    );
 }
 
 /// A token in a webhook URL's query is not shown by the admin API.

@@ -70,6 +70,15 @@ fn parse_body<T: DeserializeOwned>(
         )));
     }
     let message = inner.to_string();
+    // A misspelt key must not quietly widen what a request does ("sinc" replaying every
+    // dead letter): every body's keys are known.
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let expected = expected.trim_start_matches(", ");
+        return Err(ApiError::BadRequest(format!(
+            "`{field}` is not a key of this request ({expected})"
+        )));
+    }
     if let Some(field) = message
         .strip_prefix("missing field `")
         .and_then(|rest| rest.split('`').next())
@@ -177,10 +186,17 @@ fn regulation_of(request: RegulationRequest, state: &ApiState) -> Result<Regulat
             }
         }
     }
+    // One notification per user however often a user is listed.
+    let mut seen = std::collections::HashSet::new();
+    let subject_ids: Vec<String> = request
+        .subject_ids
+        .into_iter()
+        .filter(|id| seen.insert(id.clone()))
+        .collect();
     Ok(Regulation {
         id: uuid::Uuid::new_v4().to_string(),
         regulation_type: request.regulation_type.into(),
-        subject_ids: request.subject_ids,
+        subject_ids,
         sources: request.sources,
         created_at_ms: now_ms(),
         applied_at_ms: None,

@@ -12,7 +12,7 @@ use crate::store::{
 
 /// `POST /admin/v1/regulations`, as Segment's Public API takes it.
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegulationRequest {
     pub regulation_type: RegulationTypeName,
     pub subject_type: SubjectType,
@@ -396,7 +396,7 @@ pub enum ReplayRequest {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReplayIds {
     /// Deliveries to replay; those not dead-lettered are left alone.
     #[schema(min_items = 1)]
@@ -405,6 +405,7 @@ pub struct ReplayIds {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ReplayDestination {
     pub source: String,
     pub destination: String,

@@ -520,6 +520,13 @@ impl Store for PostgresStore {
         })
     }
 
+    fn rename_destination(&self, source: &str, from: &str, to: &str) -> StoreFuture<u64> {
+        let (source, from, to) = (source.to_string(), from.to_string(), to.to_string());
+        self.run(false, move |pool| {
+            operations::rename_destination(pool, source, from, to)
+        })
+    }
+
     fn set_paused(
         &self,
         source: &str,

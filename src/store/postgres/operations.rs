@@ -224,3 +224,55 @@ pub(super) async fn set_paused(
     .await?;
     tx.commit().await.map_err(pg_error)
 }
+
+/// See [`crate::store::Store::rename_destination`].
+pub(super) async fn rename_destination(
+    pool: Pool,
+    source: String,
+    from: String,
+    to: String,
+) -> Result<u64, StoreError> {
+    let mut client = pool.get().await.map_err(pool_error)?;
+    let tx = client.transaction().await.map_err(pg_error)?;
+    let moved = tx
+        .execute(
+            "UPDATE deliveries SET destination = $3, claimed_by = NULL, claim_until = NULL
+             WHERE source = $1 AND destination = $2",
+            &[&source, &from, &to],
+        )
+        .await
+        .map_err(pg_error)?;
+    for table in [
+        "paused_destinations",
+        "destination_controls",
+        "destination_errors",
+    ] {
+        // The new name's own row, if it has one, wins.
+        tx.execute(
+            &format!(
+                "UPDATE {table} SET destination = $3 WHERE source = $1 AND destination = $2
+                 AND NOT EXISTS (SELECT 1 FROM {table} WHERE source = $1 AND destination = $3)"
+            ),
+            &[&source, &from, &to],
+        )
+        .await
+        .map_err(pg_error)?;
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE source = $1 AND destination = $2"),
+            &[&source, &from],
+        )
+        .await
+        .map_err(pg_error)?;
+    }
+    tx.execute(
+        "DELETE FROM destination_leases WHERE source = $1 AND destination = $2",
+        &[&source, &from],
+    )
+    .await
+    .map_err(pg_error)?;
+    if moved > 0 {
+        notify(&tx, &ClusterSignal::Work(vec![(source, to)])).await?;
+    }
+    tx.commit().await.map_err(pg_error)?;
+    Ok(moved)
+}

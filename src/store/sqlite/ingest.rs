@@ -2,15 +2,14 @@
 
 use rusqlite::{params, Connection};
 
+use super::message_keys::{message_key, RecentKeys};
 use crate::store::{Appended, NewEvent, StoreError};
 
 pub(super) fn append_events(
     conn: &Connection,
+    keys: &mut RecentKeys,
     events: &[NewEvent],
 ) -> Result<Vec<Appended>, StoreError> {
-    let mut last_seen = conn.prepare_cached(
-        "SELECT max(received_at) FROM events WHERE source = ?1 AND message_id = ?2",
-    )?;
     let mut suppressed =
         conn.prepare_cached("SELECT 1 FROM suppressions WHERE source = ?1 AND user_id = ?2")?;
     let mut insert_event = conn.prepare_cached(
@@ -30,9 +29,9 @@ pub(super) fn append_events(
                 continue;
             }
         }
+        let key = message_key(&event.source, &event.message_id);
         if let Some(since) = event.dedupe_since_ms {
-            let received_at: Option<i64> =
-                last_seen.query_row(params![event.source, event.message_id], |row| row.get(0))?;
+            let received_at = keys.last_received(conn, &event.source, &event.message_id, key)?;
             if received_at.is_some_and(|t| t > since) {
                 outcomes.push(Appended::Duplicate);
                 continue;
@@ -47,6 +46,7 @@ pub(super) fn append_events(
             event.body
         ])?;
         let event_id = conn.last_insert_rowid();
+        keys.note(key, event_id);
         for destination in &event.destinations {
             insert_delivery.execute(params![
                 event_id,

@@ -26,9 +26,12 @@ mod cluster;
 mod control;
 mod delivery;
 mod ingest;
+mod message_keys;
 mod operations;
 mod regulation;
 mod schema;
+
+use message_keys::RecentKeys;
 
 use super::{
     Appended, AttemptOutcome, AttemptRecord, Claim, ClusterSignal, ControlChange, DeadLetter,
@@ -81,6 +84,26 @@ fn write_on<T: Send + 'static>(
     })
 }
 
+fn lock_keys(keys: &Mutex<RecentKeys>) -> std::sync::MutexGuard<'_, RecentKeys> {
+    keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Adds the newest events to `message_keys` in the writer's next transaction; the map
+/// forgets them only once that transaction has committed.
+fn flush_job(keys: Arc<Mutex<RecentKeys>>) -> WriteJob {
+    Box::new(move |conn| {
+        let upto = lock_keys(&keys).indexed_upto();
+        let flushed = in_savepoint(conn, |conn| message_keys::flush(conn, upto));
+        Box::new(move |commit: Result<(), StoreError>| {
+            let committed = commit.and(flushed);
+            if let Err(e) = &committed {
+                log::warn!("store: indexing the newest messageIds failed (tried again later): {e}");
+            }
+            lock_keys(&keys).flushed(committed.ok());
+        })
+    })
+}
+
 const EVENT_COLUMNS: &str = "id, source, message_id, user_id, type, received_at, body";
 
 fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
@@ -107,6 +130,9 @@ pub struct SqliteStore {
     _lock: Option<std::fs::File>,
     /// Dropped with the store, which ends the checkpoint thread.
     _checkpoint_stop: std::sync::mpsc::Sender<()>,
+    /// The newest events' keys, used by the writer thread only (the lock is never
+    /// contended; it is here because jobs are closures sent to that thread).
+    keys: Arc<Mutex<RecentKeys>>,
 }
 
 impl SqliteStore {
@@ -152,6 +178,7 @@ impl SqliteStore {
             )?;
         }
         set_max_pages(&writer, max_size_bytes)?;
+        let keys = Arc::new(Mutex::new(RecentKeys::load(&writer)?));
         // Checkpoints copy the WAL into the database with random writes. Done inside a
         // commit they stall every request waiting on it, so a thread of its own does the
         // bulk of them, concurrently. The writer still checkpoints past
@@ -187,6 +214,7 @@ impl SqliteStore {
             health: Arc::new(HealthCell::new()),
             _lock: lock,
             _checkpoint_stop: checkpoint_stop,
+            keys,
         })
     }
 
@@ -220,20 +248,32 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn append(&self, events: Vec<NewEvent>) -> StoreFuture<Vec<Appended>> {
-        self.write(true, move |conn| ingest::append_events(conn, &events))
+        if lock_keys(&self.keys).wants_flush() {
+            // Not awaited: it runs in a transaction of its own choosing. If the queue is
+            // full it is asked for again at the next append.
+            if self
+                .jobs
+                .try_send(flush_job(Arc::clone(&self.keys)))
+                .is_err()
+            {
+                lock_keys(&self.keys).flushed(None);
+            }
+        }
+        let keys = Arc::clone(&self.keys);
+        self.write(true, move |conn| {
+            ingest::append_events(conn, &mut lock_keys(&keys), &events)
+        })
     }
 
     fn find_event(&self, source: &str, message_id: &str) -> StoreFuture<Option<StoredEvent>> {
         let (source, message_id) = (source.to_string(), message_id.to_string());
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE source = ?1 AND message_id = ?2
-                 ORDER BY id DESC LIMIT 1"
-            ))?;
-            let event = stmt
-                .query_row(params![source, message_id], event_from_row)
-                .optional()?;
-            Ok(event)
+            let Some(id) = message_keys::latest_event_id(conn, &source, &message_id)? else {
+                return Ok(None);
+            };
+            let mut stmt =
+                conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))?;
+            Ok(stmt.query_row(params![id], event_from_row).optional()?)
         })
     }
 
@@ -282,14 +322,15 @@ impl Store for SqliteStore {
     fn deliveries_of(&self, source: &str, message_id: &str) -> StoreFuture<Vec<DeliveryStatus>> {
         let (source, message_id) = (source.to_string(), message_id.to_string());
         self.read(move |conn| {
+            let Some(event_id) = message_keys::latest_event_id(conn, &source, &message_id)? else {
+                return Ok(Vec::new());
+            };
             let mut deliveries = conn.prepare_cached(
                 "SELECT d.id, d.destination, d.state, d.attempts, d.next_attempt_at, d.last_error
-                 FROM deliveries d
-                 WHERE d.event_id = (SELECT max(id) FROM events WHERE source = ?1 AND message_id = ?2)
-                 ORDER BY d.id",
+                 FROM deliveries d WHERE d.event_id = ?1 ORDER BY d.id",
             )?;
             let mut statuses = deliveries
-                .query_map(params![source, message_id], |row| {
+                .query_map(params![event_id], |row| {
                     Ok(DeliveryStatus {
                         delivery_id: row.get(0)?,
                         destination: row.get(1)?,
@@ -383,6 +424,13 @@ impl Store for SqliteStore {
     ) -> StoreFuture<Vec<(String, String, u64)>> {
         self.write(false, move |conn| {
             operations::replay(conn, &selection, now_ms)
+        })
+    }
+
+    fn rename_destination(&self, source: &str, from: &str, to: &str) -> StoreFuture<u64> {
+        let (source, from, to) = (source.to_string(), from.to_string(), to.to_string());
+        self.write(false, move |conn| {
+            operations::rename_destination(conn, &source, &from, &to)
         })
     }
 
@@ -613,6 +661,7 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     // What a deletion removes does not linger in free pages.
     conn.pragma_update(None, "secure_delete", "ON")?;
     conn.pragma_update(None, "cache_size", -65536)?;
+    message_keys::register(&conn)?;
     Ok(conn)
 }
 

@@ -214,3 +214,36 @@ pub(super) fn paused(conn: &Connection) -> Result<Vec<(String, String)>, StoreEr
         .collect::<Result<Vec<_>, _>>()?;
     Ok(pairs)
 }
+
+/// See [`crate::store::Store::rename_destination`].
+pub(super) fn rename_destination(
+    conn: &Connection,
+    source: &str,
+    from: &str,
+    to: &str,
+) -> Result<u64, StoreError> {
+    let moved = conn
+        .prepare_cached(
+            "UPDATE deliveries SET destination = ?3, claimed_by = NULL, claim_until = NULL
+             WHERE source = ?1 AND destination = ?2",
+        )?
+        .execute(params![source, from, to])?;
+    for table in [
+        "paused_destinations",
+        "destination_controls",
+        "destination_errors",
+    ] {
+        // The new name's own row, if it has one, wins.
+        conn.prepare_cached(&format!(
+            "UPDATE OR IGNORE {table} SET destination = ?3 WHERE source = ?1 AND destination = ?2"
+        ))?
+        .execute(params![source, from, to])?;
+        conn.prepare_cached(&format!(
+            "DELETE FROM {table} WHERE source = ?1 AND destination = ?2"
+        ))?
+        .execute(params![source, from])?;
+    }
+    conn.prepare_cached("DELETE FROM destination_leases WHERE source = ?1 AND destination = ?2")?
+        .execute(params![source, from])?;
+    Ok(moved as u64)
+}

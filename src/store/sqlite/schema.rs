@@ -150,6 +150,25 @@ CREATE TABLE destination_controls (
     PRIMARY KEY (source, destination)
 ) WITHOUT ROWID;
 ",
+    // 4: events found by a hash of (source, messageId), indexed in sorted groups instead
+    // of one random index write per event (see message_keys.rs).
+    "
+CREATE TABLE message_keys (
+    key      INTEGER NOT NULL,  -- webhookd_message_key(source, message_id)
+    event_id INTEGER NOT NULL,
+    PRIMARY KEY (key, event_id)
+) WITHOUT ROWID;
+-- Events up to this id are in message_keys; the newer ones are looked up in memory.
+CREATE TABLE message_keys_upto (indexed_upto INTEGER NOT NULL);
+INSERT INTO message_keys (key, event_id)
+    SELECT webhookd_message_key(source, message_id), id FROM events ORDER BY 1, 2;
+INSERT INTO message_keys_upto (indexed_upto) SELECT coalesce(max(id), 0) FROM events;
+DROP INDEX events_by_message;
+CREATE TRIGGER events_unkeyed AFTER DELETE ON events BEGIN
+    DELETE FROM message_keys
+        WHERE key = webhookd_message_key(OLD.source, OLD.message_id) AND event_id = OLD.id;
+END;
+",
 ];
 
 /// The schema version this build writes.

@@ -271,17 +271,22 @@ impl Webhookd {
     /// The sum of the samples of metric `name` whose labels include every one of
     /// `labels` (`key="value"`), as `/metrics` shows them now.
     pub fn metric(&self, name: &str, labels: &[&str]) -> f64 {
-        let text = ureq::get(&self.url("/metrics"))
-            .call()
-            .expect("metrics")
-            .into_string()
-            .unwrap();
-        text.lines()
+        self.metric_text()
+            .lines()
             .filter(|l| {
                 l.split(['{', ' ']).next() == Some(name) && labels.iter().all(|k| l.contains(k))
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
+    }
+
+    /// `/metrics` as served now.
+    pub fn metric_text(&self) -> String {
+        ureq::get(&self.url("/metrics"))
+            .call()
+            .expect("metrics")
+            .into_string()
+            .unwrap()
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -345,7 +350,6 @@ impl Webhookd {
         )
     }
 
-    /// The service's store, opened beside it through the store interface.
     /// Posts `count` track events with messageIds `{prefix}-{i}`, 100 to a batch; each
     /// batch must be answered 200.
     pub fn send_batches(&self, count: usize, prefix: &str) {
@@ -359,6 +363,7 @@ impl Webhookd {
         }
     }
 
+    /// The service's store, opened beside it through the store interface.
     pub fn store(&self) -> StoreProbe {
         StoreProbe::beside(&self.storage())
     }
