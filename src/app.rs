@@ -168,6 +168,7 @@ pub async fn start(
         deletion,
         metrics: Arc::clone(&metrics),
         instance_id: instance.id.clone(),
+        failed_auth: api::auth::FailedAuth::default(),
     });
     // With `admin_listen`, operators' endpoints get a server of their own.
     let operators = match config.current().server.admin_listen {

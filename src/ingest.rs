@@ -32,6 +32,85 @@ pub enum IngestError {
     Store(#[from] StoreError),
 }
 
+/// Why a request body is neither a batch nor an event; nothing in it is taken.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("body must be a JSON object")]
+    NotAnObject,
+    #[error("body is not valid JSON: {0}")]
+    Malformed(String),
+    #[error("`batch` is required: an array of events")]
+    NoBatch,
+    #[error("`batch` must be an array")]
+    BatchNotAnArray,
+}
+
+/// Splits a batch body into its envelope (everything but `batch`, parsed) and its items,
+/// each kept as the client wrote it: an item is measured as sent, then parsed once.
+pub fn parse_batch(body: &[u8]) -> Result<(Map<String, Value>, Vec<&RawValue>), BodyError> {
+    let fields: std::collections::HashMap<String, &RawValue> = match serde_json::from_slice(body) {
+        Ok(fields) => fields,
+        Err(e) if e.is_data() => return Err(BodyError::NotAnObject),
+        Err(e) => return Err(BodyError::Malformed(e.to_string())),
+    };
+    let mut envelope = Map::new();
+    let mut items = None;
+    for (key, raw) in fields {
+        if key == "batch" {
+            items = Some(raw);
+            continue;
+        }
+        let value =
+            serde_json::from_str(raw.get()).map_err(|e| BodyError::Malformed(e.to_string()))?;
+        envelope.insert(key, value);
+    }
+    let items = match items.map(|raw| raw.get()) {
+        None | Some("null") => return Err(BodyError::NoBatch),
+        Some(raw) => {
+            serde_json::from_str::<Vec<&RawValue>>(raw).map_err(|_| BodyError::BatchNotAnArray)?
+        }
+    };
+    Ok((envelope, items))
+}
+
+/// A single event's body: one JSON object.
+pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, BodyError> {
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err(BodyError::NotAnObject),
+        Err(e) => Err(BodyError::Malformed(e.to_string())),
+    }
+}
+
+/// Validates and enriches each item of a batch on its own, with the envelope's defaults
+/// merged in, within the bytes a request of `request_bytes` may store. Pure: no store,
+/// no clock (the facts carry the time), so that it can be fuzzed.
+pub fn prepare_batch(
+    envelope: &Map<String, Value>,
+    items: Vec<&RawValue>,
+    facts: &RequestFacts<'_>,
+    request_bytes: usize,
+) -> (Vec<PreparedEvent>, Vec<Refused>) {
+    let defaults = BatchDefaults::from_envelope(envelope);
+    let mut budget = StoreBudget::new(batch_store_budget(request_bytes, items.len()));
+    let mut accepted = Vec::with_capacity(items.len());
+    let mut refused = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match prepare_batch_item(item, &defaults, facts, &mut budget) {
+            Ok(event) => accepted.push(event),
+            Err(error) => refused.push(Refused { index, error }),
+        }
+    }
+    (accepted, refused)
+}
+
+/// The bytes of canonical bodies a batch request may store: about its own size (twice,
+/// for the escaping canonical JSON may add) plus what enrichment adds to each item. A
+/// small request cannot make webhookd store a large one.
+pub fn batch_store_budget(request_bytes: usize, items: usize) -> usize {
+    2 * request_bytes + ENRICHMENT_ALLOWANCE_BYTES * items
+}
+
 /// A batch item that was refused, and why.
 #[derive(Debug)]
 pub struct Refused {
@@ -105,17 +184,7 @@ impl IngestService {
             batch_sent_at: envelope.get("sentAt"),
             max_event_bytes: self.config.current().server.max_message_bytes,
         };
-        let defaults = BatchDefaults::from_envelope(envelope);
-        let mut budget =
-            StoreBudget::new(2 * request_bytes + ENRICHMENT_ALLOWANCE_BYTES * items.len());
-        let mut accepted = Vec::with_capacity(items.len());
-        let mut refused = Vec::new();
-        for (index, item) in items.into_iter().enumerate() {
-            match prepare_batch_item(item, &defaults, &facts, &mut budget) {
-                Ok(event) => accepted.push(event),
-                Err(error) => refused.push(Refused { index, error }),
-            }
-        }
+        let (accepted, refused) = prepare_batch(envelope, items, &facts, request_bytes);
         if !refused.is_empty() {
             let source = &arrival.source.name;
             self.count_invalid(source, refused.len() as u64);

@@ -31,6 +31,8 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod delivery;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingest;
 pub mod listen;
 pub mod metrics;

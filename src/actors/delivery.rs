@@ -780,7 +780,15 @@ impl DeliveryActor {
             claimer: self.claimer.clone(),
             now_ms: now,
             first_attempt_at_ms,
-            attempts: results.iter().map(|r| r.record.clone()).collect(),
+            // Attempt records are history for people: URLs kept with their credentials and
+            // query values redacted (the decision above used them whole).
+            attempts: results
+                .iter()
+                .map(|r| AttemptRecord {
+                    url: crate::redact::url(&r.record.url),
+                    ..r.record.clone()
+                })
+                .collect(),
             update,
         }
     }
@@ -793,13 +801,14 @@ impl DeliveryActor {
         ctx: &mut Context<Self>,
     ) {
         let name = self.name();
+        // Chosen by the client: escaped so that it cannot forge log lines.
+        let message_id = crate::redact::log_text(&delivery.message_id, 200);
         match &outcome.update {
             DeliveryUpdate::Delivered => {
-                log::debug!("delivery {name}: {} delivered", delivery.message_id);
+                log::debug!("delivery {name}: {message_id} delivered");
             }
             DeliveryUpdate::RetryAt { at_ms, .. } => log::info!(
-                "delivery {name}: {} attempt {} failed ({}), retry in {} ms",
-                delivery.message_id,
+                "delivery {name}: {message_id} attempt {} failed ({}), retry in {} ms",
                 delivery.attempts + 1,
                 outcome
                     .attempts
@@ -810,10 +819,7 @@ impl DeliveryActor {
                 at_ms - now_ms()
             ),
             DeliveryUpdate::Dead { reason } => {
-                log::warn!(
-                    "delivery {name}: {} dead-lettered: {reason}",
-                    delivery.message_id
-                );
+                log::warn!("delivery {name}: {message_id} dead-lettered: {reason}");
             }
         }
         // The request is done; the delivery stays claimed until recorded.

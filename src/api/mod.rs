@@ -2,7 +2,7 @@
 //! every endpoint shares.
 
 pub mod admin;
-mod auth;
+pub mod auth;
 mod body;
 mod console;
 mod health;
@@ -12,7 +12,7 @@ mod openapi;
 use std::sync::Arc;
 
 use actix::Addr;
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 
@@ -34,6 +34,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// This instance's id in the store's registry.
     pub instance_id: String,
+    /// Wrong admin tokens per client address, for the backoff.
+    pub failed_auth: auth::FailedAuth,
 }
 
 /// An error answered as `{"success": false, "error": "<what and where>"}`.
@@ -53,6 +55,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Answered with `Retry-After`.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after_s: u64 },
 }
 
 impl ResponseError for ApiError {
@@ -65,11 +70,16 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(ErrorBody {
+        let mut response = HttpResponse::build(self.status_code());
+        if let ApiError::TooManyRequests { retry_after_s, .. } = self {
+            response.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
+        }
+        response.json(ErrorBody {
             success: false,
             error: self.to_string(),
         })

@@ -17,7 +17,7 @@ use super::{admin, ingest};
     paths(
         ingest::track, ingest::identify, ingest::page, ingest::screen, ingest::group,
         ingest::alias, ingest::batch,
-        admin::create_regulation, admin::regulation, admin::suppressions,
+        admin::create_regulation, admin::regulations, admin::regulation, admin::suppressions,
         admin::lift_suppression, admin::message, admin::destinations, admin::pause,
         admin::resume, admin::dead_letters, admin::replay, admin::instances,
     ),

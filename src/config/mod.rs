@@ -412,9 +412,16 @@ fn list_problems(problems: &[ConfigProblem]) -> String {
 impl Config {
     /// Whether `source` has a destination named `destination` (enabled or not).
     pub fn has_destination(&self, source: &str, destination: &str) -> bool {
+        self.destination(source, destination).is_some()
+    }
+
+    /// The destination `destination` of source `source`, if configured.
+    pub fn destination(&self, source: &str, destination: &str) -> Option<&DestinationConfig> {
         self.sources
             .iter()
-            .any(|s| s.name == source && s.destinations.iter().any(|d| d.name == destination))
+            .filter(|s| s.name == source)
+            .flat_map(|s| &s.destinations)
+            .find(|d| d.name == destination)
     }
 
     /// Reads and validates the file at `path`; `WEBHOOKD_STORAGE_URL`, when set,

@@ -60,6 +60,11 @@ fn classify_connect_error(error: &ConnectError, timeout_ms: u64) -> (UrlOutcome,
             format!("timeout: not connected within {timeout_ms} ms"),
         ),
         ConnectError::Io(e) => classify_io_error(e),
+        // awc's word for a connection the receiver closed before answering.
+        ConnectError::Disconnected => (
+            UrlOutcome::Retryable,
+            "connection closed by the receiver before it answered".into(),
+        ),
         other => (UrlOutcome::Retryable, format!("cannot connect: {other}")),
     }
 }
@@ -86,6 +91,19 @@ fn classify_io_error(error: &io::Error) -> (UrlOutcome, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_closed_connection_is_not_called_a_failure_to_connect() {
+        let (outcome, reason) = classify_error(
+            &SendRequestError::Connect(ConnectError::Disconnected),
+            5_000,
+        );
+        assert_eq!(outcome, UrlOutcome::Retryable);
+        assert_eq!(
+            reason,
+            "connection closed by the receiver before it answered"
+        );
+    }
 
     #[test]
     fn statuses_are_classified_as_segment_does() {

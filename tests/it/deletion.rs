@@ -121,6 +121,11 @@ fn a_regulation_notifies_every_destination_of_each_source_once_per_subject() {
         ]
     );
     assert_eq!(progress["subjectCount"], 2);
+    let listed = admin("GET", &service.url("/admin/v1/regulations"), None);
+    assert_eq!(listed.body["regulations"][0]["regulationId"], id.as_str());
+    assert_eq!(listed.body["regulations"][0]["status"], progress["status"]);
+    let bad = admin("GET", &service.url("/admin/v1/regulations?limit=0"), None);
+    assert_eq!((bad.status, bad.error()), (400, "`limit` must be 1 to 100"));
 }
 
 #[test]

@@ -258,3 +258,23 @@ fn out_of_range_timestamps_are_a_400_and_the_connection_stays_usable() {
     assert!(service.stored("web", "same-connection").is_some());
     assert!(!service.log_text().contains("panicked"));
 }
+
+/// A messageId is the client's text: logged escaped, it cannot start a line of its own.
+#[test]
+fn a_message_id_cannot_forge_a_log_line() {
+    let service = Webhookd::start(&one_source_config());
+    let forged = "m-1\nFORGED admin token accepted\r\u{1b}[2J";
+    let response = service.post(
+        "/v1/track",
+        &json!({"userId": "u", "event": "E", "messageId": forged}),
+    );
+    assert_eq!(response.status, 200, "{response:?}");
+    // The destination refuses connections: the failed attempt is logged with the id.
+    assert!(service.wait_for_log(
+        "m-1\\nFORGED admin token accepted\\r\\u{1b}[2J attempt 1 failed",
+        Duration::from_secs(30)
+    ));
+    let log = service.log_text();
+    assert!(!log.lines().any(|line| line.starts_with("FORGED")), "{log}");
+    assert!(!log.contains('\u{1b}'), "{log}");
+}

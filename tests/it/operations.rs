@@ -262,15 +262,32 @@ fn a_dead_letter_is_listed_replayed_and_delivered() {
         (bad.status, bad.error()),
         (400, "`since` is not an ISO 8601 date-time")
     );
+    for (query, error) in [
+        ("cursor=abc", "`cursor` must be the `nextCursor` of an earlier page"),
+        ("limit=0", "`limit` must be 1 to 1000"),
+        ("limit=-3", "`limit` must be 1 to 1000"),
+        (
+            "sinc=2000-01-01T00:00:00Z",
+            "`sinc` is not a parameter of this request (source, destination, since, until, cursor, limit)",
+        ),
+    ] {
+        let bad = admin(
+            "GET",
+            &service.url(&format!("/admin/v1/dead-letters?{query}")),
+            None,
+        );
+        assert_eq!((bad.status, bad.error()), (400, error), "{query}");
+    }
 
     open.store(true, Ordering::SeqCst);
     let id = letters[0]["deliveryId"].as_i64().unwrap();
     let replayed = admin(
         "POST",
         &service.url("/admin/v1/dead-letters/replay"),
-        Some(&json!({"deliveryIds": [id]})),
+        // Twice, and with an id that is no dead letter: said, not silently ignored.
+        Some(&json!({"deliveryIds": [id, id, 999_999]})),
     );
-    assert_eq!(replayed.body, json!({"replayed": 1}));
+    assert_eq!(replayed.body, json!({"replayed": 1, "notDeadLetters": 1}));
     let after = store.wait_for_state("web", "dl-1", "delivered", WAIT);
     // The history is kept: the failed attempts, then the one that worked.
     assert_eq!(after[0].attempts.len(), first[0].attempts.len() + 1);
@@ -431,6 +448,76 @@ fn sighup_adds_a_destination_and_refuses_a_broken_config() {
     assert!(service.is_running());
 }
 
+/// Resuming a destination the configuration disables says so, rather than "active".
+#[test]
+fn resuming_a_destination_disabled_in_the_config_answers_disabled() {
+    let receiver = Receiver::ok();
+    let config = one_destination("", &receiver)
+        .replace("name = \"hook\"", "name = \"hook\"\nenabled = false");
+    let service = Webhookd::start_with(&config, &admin_keys());
+    let resumed = admin(
+        "POST",
+        &service.url("/admin/v1/destinations/web/hook/resume"),
+        None,
+    );
+    assert_eq!(
+        (resumed.status, resumed.body["state"].as_str()),
+        (200, Some("disabled"))
+    );
+}
+
+/// A messageId that is not there is named in the 404, cut short.
+#[test]
+fn an_unknown_message_id_is_a_short_404() {
+    let receiver = Receiver::ok();
+    let service = Webhookd::start_with(&one_destination("", &receiver), &admin_keys());
+    let long = "x".repeat(5_000);
+    let response = admin(
+        "GET",
+        &service.url(&format!("/admin/v1/messages/{long}")),
+        None,
+    );
+    assert_eq!(response.status, 404);
+    assert_eq!(
+        response.error(),
+        format!("no event with messageId \"{}…\"", &long[..100])
+    );
+    let short = admin("GET", &service.url("/admin/v1/messages/nope-1"), None);
+    assert_eq!(short.error(), "no event with messageId \"nope-1\"");
+}
+
+/// Guessing the admin token from one address gets slow: after five wrong tokens the
+/// address waits (429 with Retry-After), the right token included; a success clears it.
+#[test]
+fn wrong_admin_tokens_from_one_address_are_slowed_down() {
+    let receiver = Receiver::ok();
+    let service = Webhookd::start_with(&one_destination("", &receiver), &admin_keys());
+    let url = service.url("/admin/v1/destinations");
+    let with_token = |token: &str| {
+        let answer = match ureq::get(&url)
+            .set("Authorization", &format!("Bearer {token}"))
+            .call()
+        {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("GET {url}: {e}"),
+        };
+        (
+            answer.status(),
+            answer.header("retry-after").map(str::to_string),
+        )
+    };
+    for _ in 0..5 {
+        assert_eq!(with_token("wrong").0, 401);
+    }
+    let (status, retry_after) = with_token(ADMIN_TOKEN);
+    assert_eq!((status, retry_after.as_deref()), (429, Some("1")));
+    assert!(wait_until(WAIT, || with_token(ADMIN_TOKEN).0 == 200));
+    assert_eq!(with_token("wrong").0, 401, "a success cleared the address");
+    assert!(service
+        .log_text()
+        .contains("wrong admin token from 127.0.0.1"));
+}
+
 /// With `server.admin_listen`, the public port serves ingest and health only; the admin
 /// API, the console and `/metrics` answer on the operators' address.
 #[test]
@@ -566,7 +653,7 @@ fn a_renamed_destination_carries_its_backlog_with_previous_names() {
     );
 }
 
-/// A token in a webhook URL's query is not shown by the admin API.
+/// A token in a webhook URL's query is neither shown by the admin API nor stored.
 #[test]
 fn attempt_urls_are_shown_redacted() {
     let receiver = Receiver::ok();
@@ -589,4 +676,9 @@ fn attempt_urls_are_shown_redacted() {
     let shown = attempt_url().unwrap();
     assert!(shown.starts_with(&receiver.url("/hook?token=")), "{shown}");
     assert!(!shown.contains("query-secret-42"), "{shown}");
+    // Nor is it kept in the store's attempt records.
+    let stored = service.store().deliveries("web", "redacted-1")[0].attempts[0]
+        .url
+        .clone();
+    assert_eq!(stored, shown);
 }

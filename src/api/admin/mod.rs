@@ -27,9 +27,13 @@ pub const MAX_SUBJECTS: usize = 5_000;
 
 const DEAD_LETTER_PAGE: usize = 100;
 const DEAD_LETTER_PAGE_MAX: u32 = 1_000;
+/// Regulations `GET /admin/v1/regulations` lists by default, and at most.
+const REGULATION_LIST: usize = 20;
+const REGULATION_LIST_MAX: usize = 100;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/admin/v1/regulations", web::post().to(create_regulation))
+        .route("/admin/v1/regulations", web::get().to(regulations))
         .route("/admin/v1/regulations/{id}", web::get().to(regulation))
         .route("/admin/v1/suppressions", web::get().to(suppressions))
         .route(
@@ -270,6 +274,43 @@ pub async fn recent_regulations(
     Ok(list)
 }
 
+/// `GET /admin/v1/regulations?limit=`.
+#[utoipa::path(get, path = "/admin/v1/regulations", tag = "regulations",
+    params(("limit" = Option<u32>, Query, minimum = 1, maximum = 100,
+        description = "Regulations to list, newest first (default 20)")),
+    responses(
+        (status = 200, description = "The latest regulations with their progress", body = RegulationList),
+        (status = 400, description = "A bad `limit`", body = ErrorBody),
+        (status = 401, description = "No or a wrong admin token", body = ErrorBody),
+    ),
+    security(("admin_token" = [])))]
+async fn regulations(
+    _: Admin,
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<web::Json<RegulationList>, ApiError> {
+    let mut limit = REGULATION_LIST;
+    for (key, value) in form_urlencoded::parse(req.query_string().as_bytes()) {
+        match (key.as_ref(), value.parse::<usize>()) {
+            ("limit", Ok(n @ 1..=REGULATION_LIST_MAX)) => limit = n,
+            ("limit", _) => {
+                return Err(ApiError::BadRequest(format!(
+                    "`limit` must be 1 to {REGULATION_LIST_MAX}"
+                )))
+            }
+            (other, _) => {
+                return Err(ApiError::BadRequest(format!(
+                    "`{}` is not a parameter of this request (limit)",
+                    crate::redact::log_text(other, 100)
+                )))
+            }
+        }
+    }
+    Ok(web::Json(RegulationList {
+        regulations: recent_regulations(&state, limit).await?,
+    }))
+}
+
 /// Every suppression.
 pub async fn suppression_list(state: &ApiState) -> Result<SuppressionList, ApiError> {
     let list = state.store.suppressions().await?;
@@ -389,7 +430,13 @@ async fn message(
     find_message(&state, &message_id)
         .await?
         .map(web::Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no event with messageId {message_id:?}")))
+        .ok_or_else(|| {
+            // The id as sent, cut short: an error never echoes kilobytes back.
+            ApiError::NotFound(format!(
+                "no event with messageId \"{}\"",
+                crate::redact::log_text(&message_id, 100)
+            ))
+        })
 }
 
 /// Each configured destination's queue, health and state.
@@ -484,11 +531,16 @@ pub async fn set_paused(
     destination: &str,
     paused: bool,
 ) -> Result<PauseState, ApiError> {
-    if !state.config.current().has_destination(source, destination) {
+    let Some(enabled) = state
+        .config
+        .current()
+        .destination(source, destination)
+        .map(|d| d.enabled)
+    else {
         return Err(ApiError::NotFound(format!(
             "no destination {source}/{destination}"
         )));
-    }
+    };
     state
         .store
         .set_paused(source, destination, paused, now_ms())
@@ -507,8 +559,11 @@ pub async fn set_paused(
     Ok(PauseState {
         source: source.to_string(),
         destination: destination.to_string(),
+        // Resumed, a destination the configuration disables still sends nothing.
         state: if paused {
             DestinationState::Paused
+        } else if !enabled {
+            DestinationState::Disabled
         } else {
             DestinationState::Active
         },
@@ -610,10 +665,48 @@ async fn dead_letters(
     req: HttpRequest,
     state: web::Data<ApiState>,
 ) -> Result<web::Json<DeadLetterPage>, ApiError> {
-    let params = web::Query::<DeadLetterParams>::from_query(req.query_string())
-        .map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?
-        .into_inner();
+    let params = dead_letter_params(req.query_string())?;
     dead_letter_page(&state, params).await.map(web::Json)
+}
+
+/// The dead-letter filters of a query string; each bad one is a 400 naming it.
+fn dead_letter_params(query: &str) -> Result<DeadLetterParams, ApiError> {
+    let mut params = DeadLetterParams {
+        source: None,
+        destination: None,
+        since: None,
+        until: None,
+        cursor: None,
+        limit: None,
+    };
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let value = value.into_owned();
+        match key.as_ref() {
+            "source" => params.source = Some(value),
+            "destination" => params.destination = Some(value),
+            "since" => params.since = Some(value),
+            "until" => params.until = Some(value),
+            "cursor" => {
+                params.cursor = Some(value.parse().map_err(|_| {
+                    ApiError::BadRequest(
+                        "`cursor` must be the `nextCursor` of an earlier page".into(),
+                    )
+                })?)
+            }
+            "limit" => {
+                params.limit = Some(value.parse().map_err(|_| {
+                    ApiError::BadRequest(format!("`limit` must be 1 to {DEAD_LETTER_PAGE_MAX}"))
+                })?)
+            }
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "`{}` is not a parameter of this request (source, destination, since, until, cursor, limit)",
+                    crate::redact::log_text(other, 100)
+                )))
+            }
+        }
+    }
+    Ok(params)
 }
 
 /// Makes the selected dead letters pending again and wakes their destinations.
@@ -621,6 +714,15 @@ pub async fn replay_dead_letters(
     state: &ApiState,
     request: ReplayRequest,
 ) -> Result<Replayed, ApiError> {
+    let asked = match &request {
+        ReplayRequest::Ids(ReplayIds { delivery_ids }) => Some(
+            delivery_ids
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len() as u64,
+        ),
+        ReplayRequest::Destination(_) => None,
+    };
     let selection = match request {
         ReplayRequest::Ids(ReplayIds { delivery_ids }) if delivery_ids.is_empty() => {
             return Err(ApiError::BadRequest(
@@ -652,7 +754,10 @@ pub async fn replay_dead_letters(
     log::info!("dead letters replayed: {total}");
     let woken: Vec<_> = replayed.into_iter().map(|(s, d, _)| (s, d)).collect();
     state.router.do_send(WakeDestinations(woken));
-    Ok(Replayed { replayed: total })
+    Ok(Replayed {
+        replayed: total,
+        not_dead_letters: asked.map(|n| n.saturating_sub(total)),
+    })
 }
 
 /// `POST /admin/v1/dead-letters/replay` with `{"deliveryIds": [...]}` or

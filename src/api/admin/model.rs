@@ -80,6 +80,12 @@ pub struct RegulationCreated {
     pub regulation_id: String,
 }
 
+/// `GET /admin/v1/regulations`: the latest regulations, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegulationList {
+    pub regulations: Vec<RegulationStatus>,
+}
+
 /// A regulation and how far its `delete` notifications have got.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -440,6 +446,10 @@ fn integers<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<i64
 pub struct Replayed {
     /// Dead letters made pending again.
     pub replayed: u64,
+    /// With `deliveryIds`: how many of the ids given were not dead letters (unknown,
+    /// pending or delivered) and were left alone.
+    #[serde(rename = "notDeadLetters", skip_serializing_if = "Option::is_none")]
+    pub not_dead_letters: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -222,23 +222,42 @@ async fn login(req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, Conso
     let form = Form::parse(&body);
     check_form(&req, None, &form)?;
     let presented = form.first("token").unwrap_or_default();
+    let state = req.app_data::<web::Data<ApiState>>();
+    let peer = req.peer_addr().map(|a| a.ip());
+    if let Some(Err(ApiError::TooManyRequests { retry_after_s, .. })) =
+        state.map(|s| s.failed_auth.check(peer))
+    {
+        let mut page = html(
+            StatusCode::TOO_MANY_REQUESTS,
+            pages::login(Some(&format!(
+                "Too many wrong tokens from this address: wait {retry_after_s} s."
+            ))),
+        );
+        if let Ok(value) = header::HeaderValue::from_str(&retry_after_s.to_string()) {
+            page.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return Ok(page);
+    }
     if !token.matches(presented.trim()) {
-        if let Some(state) = req.app_data::<web::Data<ApiState>>() {
+        if let Some(state) = state {
             state
                 .metrics
                 .admin_auth_failures
                 .with_label_values(&["console"])
                 .inc();
+            state.failed_auth.failed(peer);
         }
-        let peer = req.peer_addr().map(|a| a.ip().to_string());
         log::warn!(
             "console: a sign-in with a wrong token from {}",
-            peer.as_deref().unwrap_or("an unknown address")
+            peer.map_or_else(|| "an unknown address".into(), |ip| ip.to_string())
         );
         return Ok(html(
             StatusCode::UNAUTHORIZED,
             pages::login(Some("Wrong admin token.")),
         ));
+    }
+    if let Some(state) = state {
+        state.failed_auth.succeeded(peer);
     }
     let (_, value) = Session::start(&token, now_ms() / 1000);
     let cookie = Cookie::build(session::COOKIE, value)

@@ -10,7 +10,6 @@ use base64::Engine;
 
 pub mod model;
 use chrono::Utc;
-use std::collections::HashMap;
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -162,45 +161,12 @@ async fn batch(
     }))
 }
 
-/// Splits a batch body into its envelope (everything but `batch`, parsed) and its items,
-/// each kept as the client wrote it: an item is measured as sent, then parsed once.
 fn parse_batch(body: &[u8]) -> Result<(Map<String, Value>, Vec<&RawValue>), ApiError> {
-    let fields: HashMap<String, &RawValue> = match serde_json::from_slice(body) {
-        Ok(fields) => fields,
-        Err(e) if e.is_data() => {
-            return Err(ApiError::BadRequest("body must be a JSON object".into()))
-        }
-        Err(e) => return Err(ApiError::BadRequest(format!("body is not valid JSON: {e}"))),
-    };
-    let mut envelope = Map::new();
-    let mut items = None;
-    for (key, raw) in fields {
-        if key == "batch" {
-            items = Some(raw);
-            continue;
-        }
-        let value = serde_json::from_str(raw.get())
-            .map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))?;
-        envelope.insert(key.to_string(), value);
-    }
-    let items = match items.map(|raw| raw.get()) {
-        None | Some("null") => {
-            return Err(ApiError::BadRequest(
-                "`batch` is required: an array of events".into(),
-            ))
-        }
-        Some(raw) => serde_json::from_str::<Vec<&RawValue>>(raw)
-            .map_err(|_| ApiError::BadRequest("`batch` must be an array".into()))?,
-    };
-    Ok((envelope, items))
+    crate::ingest::parse_batch(body).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice(body) {
-        Ok(Value::Object(object)) => Ok(object),
-        Ok(_) => Err(ApiError::BadRequest("body must be a JSON object".into())),
-        Err(e) => Err(ApiError::BadRequest(format!("body is not valid JSON: {e}"))),
-    }
+    crate::ingest::parse_object(body).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 /// The source named by HTTP Basic auth (write key as user name), if the header is there.

@@ -2,7 +2,7 @@
 
 use rusqlite::{params, Connection};
 
-use super::message_keys::{message_key, RecentKeys};
+use super::message_keys::{self, message_key, RecentKeys};
 use crate::store::{Appended, NewEvent, StoreError};
 
 pub(super) fn append_events(
@@ -20,6 +20,8 @@ pub(super) fn append_events(
         "INSERT INTO deliveries (event_id, source, destination, next_attempt_at)
          VALUES (?1, ?2, ?3, ?4)",
     )?;
+    // As this transaction sees it (a flush earlier in it may have moved it).
+    let indexed_upto = message_keys::indexed_upto(conn)?;
     let mut outcomes = Vec::with_capacity(events.len());
     for event in events {
         // Checked here, in the writer, so that no event slips in while a suppression commits.
@@ -47,6 +49,7 @@ pub(super) fn append_events(
         ])?;
         let event_id = conn.last_insert_rowid();
         keys.note(key, event_id);
+        message_keys::index_if_reused(conn, indexed_upto, key, event_id)?;
         for destination in &event.destinations {
             insert_delivery.execute(params![
                 event_id,

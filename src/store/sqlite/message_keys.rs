@@ -204,7 +204,24 @@ pub(super) fn latest_event_id(
     Ok(found)
 }
 
-fn indexed_upto(conn: &Connection) -> Result<i64, StoreError> {
+/// Indexes an event at once when its id is at or below `indexed_upto` (read in the same
+/// transaction). That happens only when SQLite reuses the id of a deleted newest event
+/// (ids are the largest one plus one); such an event would be neither in
+/// `message_keys` nor in the newer events scanned.
+pub(super) fn index_if_reused(
+    conn: &Connection,
+    indexed_upto: i64,
+    key: i64,
+    event_id: i64,
+) -> Result<(), StoreError> {
+    if event_id <= indexed_upto {
+        conn.prepare_cached("INSERT OR IGNORE INTO message_keys (key, event_id) VALUES (?1, ?2)")?
+            .execute(params![key, event_id])?;
+    }
+    Ok(())
+}
+
+pub(super) fn indexed_upto(conn: &Connection) -> Result<i64, StoreError> {
     Ok(
         conn.query_row("SELECT indexed_upto FROM message_keys_upto", [], |r| {
             r.get(0)
@@ -215,6 +232,45 @@ fn indexed_upto(conn: &Connection) -> Result<i64, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{Appended, NewEvent};
+
+    fn event(message_id: &str) -> NewEvent {
+        NewEvent {
+            source: "web".into(),
+            message_id: message_id.into(),
+            dedupe_since_ms: Some(0),
+            user_id: Some("u".into()),
+            event_type: "track",
+            received_at_ms: 1_000,
+            body: "{}".into(),
+            destinations: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_event_given_a_deleted_newest_id_is_still_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("keys.db")).unwrap();
+        register(&conn).unwrap();
+        super::super::schema::migrate(&conn).unwrap();
+        let append = super::super::ingest::append_events;
+        let mut keys = RecentKeys::load(&conn).unwrap();
+        append(&conn, &mut keys, &[event("a"), event("b")]).unwrap();
+        let upto = flush(&conn, keys.indexed_upto()).unwrap();
+        keys.flushed(Some(upto));
+        // The newest event goes (a deletion), and SQLite gives its id to the next one.
+        conn.execute("DELETE FROM events WHERE message_id = 'b'", [])
+            .unwrap();
+        let stored = append(&conn, &mut keys, &[event("c")]).unwrap();
+        assert_eq!(stored, [Appended::Stored { event_id: upto }]);
+        // The next flush leaves it out of memory: it must be in the index by then.
+        let again = flush(&conn, keys.indexed_upto()).unwrap();
+        keys.flushed(Some(again));
+        assert_eq!(latest_event_id(&conn, "web", "c").unwrap(), Some(upto));
+        let repeated = append(&conn, &mut keys, &[event("c")]).unwrap();
+        assert_eq!(repeated, [Appended::Duplicate]);
+        assert_eq!(latest_event_id(&conn, "web", "b").unwrap(), None);
+    }
 
     #[test]
     fn keys_are_stable_and_tell_sources_apart() {

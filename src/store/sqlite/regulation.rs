@@ -1,6 +1,8 @@
 //! Applying user deletion requests, and the suppressions they leave.
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::message_keys;
 use serde_json::json;
 
 use crate::store::{
@@ -133,6 +135,8 @@ pub(super) fn apply(
     let mut link = conn.prepare_cached(
         "INSERT INTO regulation_events (regulation_id, event_id) VALUES (?1, ?2)",
     )?;
+    // Deleting the newest events may have freed their ids for these.
+    let indexed_upto = message_keys::indexed_upto(conn)?;
     for notification in &plan.notifications {
         insert_event.execute(params![
             notification.source,
@@ -142,6 +146,8 @@ pub(super) fn apply(
             notification.body
         ])?;
         let event_id = conn.last_insert_rowid();
+        let key = message_keys::message_key(&notification.source, &notification.message_id);
+        message_keys::index_if_reused(conn, indexed_upto, key, event_id)?;
         link.execute(params![plan.regulation_id, event_id])?;
         for destination in &notification.destinations {
             insert_delivery.execute(params![event_id, notification.source, destination, now])?;
