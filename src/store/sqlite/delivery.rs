@@ -170,7 +170,7 @@ pub(super) fn record_attempt(
             a.url,
             a.status,
             a.error,
-            a.latency_ms,
+            i64::try_from(a.latency_ms).unwrap_or(i64::MAX),
             a.response_body
         ])?;
     }

@@ -354,7 +354,7 @@ impl Store for SqliteStore {
                             url: row.get(1)?,
                             status: row.get(2)?,
                             error: row.get(3)?,
-                            latency_ms: row.get(4)?,
+                            latency_ms: row.get::<_, i64>(4)?.max(0) as u64,
                             response_body: row.get(5)?,
                         })
                     })?
@@ -766,5 +766,19 @@ fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             log::warn!("store: checkpoint failed: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The SQLite built in carries the fixes for CVE-2025-29087, CVE-2025-29088
+    /// (3.49.1) and CVE-2025-6965 (3.50.2).
+    #[test]
+    fn the_bundled_sqlite_is_current() {
+        assert!(
+            rusqlite::version_number() >= 3_050_002,
+            "SQLite {}",
+            rusqlite::version()
+        );
     }
 }
