@@ -466,6 +466,31 @@ fn resuming_a_destination_disabled_in_the_config_answers_disabled() {
     );
 }
 
+/// The database, its WAL and its lock are readable by their owner only, even in a
+/// folder that others can read.
+#[test]
+fn the_database_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let receiver = Receiver::ok();
+    let service = Webhookd::start(&one_destination("", &receiver));
+    if service.database.is_some() {
+        return; // PostgreSQL's files are the server's.
+    }
+    track(&service, "private-1");
+    let db = service.db_path();
+    for path in [
+        db.clone(),
+        db.with_extension("db-wal"),
+        db.with_extension("db.lock"),
+    ] {
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{} is {:o}", path.display(), mode & 0o777);
+    }
+}
+
 /// A messageId that is not there is named in the 404, cut short.
 #[test]
 fn an_unknown_message_id_is_a_short_404() {

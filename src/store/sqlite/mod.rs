@@ -588,11 +588,22 @@ fn lock(path: &Path) -> Result<std::fs::File, StoreError> {
             .create(folder)
             .map_err(|e| open_error(path, e))?;
     }
+    use std::os::unix::fs::OpenOptionsExt;
+    // Private to the owner: SQLite gives its WAL and shared-memory files the database
+    // file's permissions, so creating that one first, 0600, covers all three.
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| open_error(path, e))?;
     let lock_path = PathBuf::from(format!("{}.lock", path.display()));
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&lock_path)
         .map_err(|e| open_error(path, e))?;
     match file.try_lock() {
