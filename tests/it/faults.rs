@@ -107,6 +107,21 @@ impl SmallFilesystem {
         mounted.then_some(SmallFilesystem { path, _dir: dir })
     }
 
+    /// Remounts it read-only (`true`) or writable again.
+    fn set_read_only(&self, read_only: bool) {
+        let mode = if read_only {
+            "remount,ro"
+        } else {
+            "remount,rw"
+        };
+        let status = std::process::Command::new("mount")
+            .args(["-o", mode])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     fn resize(&self, size: &str) {
         let status = std::process::Command::new("mount")
             .args(["-o", &format!("remount,size={size}")])
@@ -280,4 +295,47 @@ fn a_full_store_stops_delivery_instead_of_sending_again_and_a_reload_frees_it() 
     let repeated: Vec<_> = delivered.iter().filter(|(_, n)| **n > 2).collect();
     assert!(repeated.is_empty(), "arrived more than twice: {repeated:?}");
     assert_eq!(crate::common::get(&service.url("/readyz")).status, 200);
+}
+
+/// A store that cannot be created (a read-only filesystem) stops the start with the
+/// database's path and the reason, not "unable to open database file" alone.
+#[test]
+fn an_unwritable_store_is_named_with_the_reason() {
+    let Some(fs) = SmallFilesystem::mount("8m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    fs.set_read_only(true);
+    let receiver = Receiver::ok();
+    let service = Webhookd::start_on(None, &web_to_hook(&receiver), "");
+    let db = fs.path.join("webhookd.db").display().to_string();
+    service.write_raw_config(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {db:?}\n{}",
+        web_to_hook(&receiver)
+    ));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_webhookd"))
+        .arg("--config")
+        .arg(service.dir.path().join("config.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = wait_until(Duration::from_secs(20), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        exited,
+        "webhookd started on a read-only filesystem:\n{stderr}"
+    );
+    assert!(stderr.contains(&db), "{stderr}");
+    assert!(
+        stderr.to_lowercase().contains("read-only file system"),
+        "{stderr}"
+    );
+    fs.set_read_only(false);
 }
