@@ -309,8 +309,13 @@ pub struct DeadLetter {
 /// Which dead letters to replay.
 #[derive(Debug, Clone)]
 pub enum ReplaySelection {
-    /// These deliveries (those not dead are left alone).
-    Ids(Vec<i64>),
+    /// These deliveries, where they are dead letters of one of the `within` destinations
+    /// (the configured ones: a replay must not send work where nothing drains it); the
+    /// others are left alone.
+    Ids {
+        ids: Vec<i64>,
+        within: Vec<DestinationKey>,
+    },
     /// One destination's dead letters, dead-lettered within the optional time range.
     Destination {
         source: String,

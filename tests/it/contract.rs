@@ -443,6 +443,17 @@ fn attempts_are_recorded_under_the_claim_only(b: &Backend) {
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].delivery_id, two);
     assert_eq!(letters[0].dead_at_ms, T0 + 70);
+    // By id, only within the destinations given (the configured ones).
+    let elsewhere = b
+        .run(s.replay_dead_letters(
+            ReplaySelection::Ids {
+                ids: vec![two],
+                within: vec![key("web", "other")],
+            },
+            T0 + 75,
+        ))
+        .unwrap();
+    assert!(elsewhere.is_empty());
     let replayed = b
         .run(s.replay_dead_letters(
             ReplaySelection::Destination {
@@ -464,7 +475,13 @@ fn attempts_are_recorded_under_the_claim_only(b: &Backend) {
     assert!(revived[0].given_up_urls.is_empty());
     // Replaying what is not dead does nothing.
     let none = b
-        .run(s.replay_dead_letters(ReplaySelection::Ids(vec![one]), T0 + 90))
+        .run(s.replay_dead_letters(
+            ReplaySelection::Ids {
+                ids: vec![one],
+                within: vec![key("web", "d")],
+            },
+            T0 + 90,
+        ))
         .unwrap();
     assert!(none.is_empty());
     let stats = b.run(s.destination_stats(T0 + 100)).unwrap();

@@ -16,7 +16,7 @@ use super::{ApiError, ApiState, ErrorBody};
 use crate::actors::deletion::RegulationAdded;
 use crate::actors::router::{PauseDestination, WakeDestinations};
 use crate::clock::{iso, now_ms};
-use crate::store::{ControlChange, DeadLetterQuery, Regulation, ReplaySelection};
+use crate::store::{ControlChange, DeadLetterQuery, DestinationKey, Regulation, ReplaySelection};
 use model::*;
 
 /// How long a regulation request waits for the regulation to be applied.
@@ -709,6 +709,19 @@ fn dead_letter_params(query: &str) -> Result<DeadLetterParams, ApiError> {
     Ok(params)
 }
 
+/// Every configured `(source, destination)`.
+fn configured_destinations(config: &crate::config::Config) -> Vec<DestinationKey> {
+    config
+        .sources
+        .iter()
+        .flat_map(|s| {
+            s.destinations
+                .iter()
+                .map(move |d| (s.name.clone(), d.name.clone()))
+        })
+        .collect()
+}
+
 /// Makes the selected dead letters pending again and wakes their destinations.
 pub async fn replay_dead_letters(
     state: &ApiState,
@@ -729,7 +742,10 @@ pub async fn replay_dead_letters(
                 "`deliveryIds` must be a non-empty array of ids".into(),
             ))
         }
-        ReplayRequest::Ids(ReplayIds { delivery_ids }) => ReplaySelection::Ids(delivery_ids),
+        ReplayRequest::Ids(ReplayIds { delivery_ids }) => ReplaySelection::Ids {
+            ids: delivery_ids,
+            within: configured_destinations(&state.config.current()),
+        },
         ReplayRequest::Destination(d) => {
             if !state
                 .config

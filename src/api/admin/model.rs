@@ -446,8 +446,9 @@ fn integers<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<i64
 pub struct Replayed {
     /// Dead letters made pending again.
     pub replayed: u64,
-    /// With `deliveryIds`: how many of the ids given were not dead letters (unknown,
-    /// pending or delivered) and were left alone.
+    /// With `deliveryIds`: how many of the ids given were not dead letters of a
+    /// configured destination (unknown, pending, delivered, or of a destination removed
+    /// or renamed) and were left alone.
     #[serde(rename = "notDeadLetters", skip_serializing_if = "Option::is_none")]
     pub not_dead_letters: Option<u64>,
 }

@@ -154,7 +154,14 @@ pub(super) async fn replay(
                   first_attempt_at = NULL, given_up_urls = NULL, finished_at = NULL,
                   claimed_by = NULL, claim_until = NULL";
     let (filter, params): (&str, Vec<Box<dyn ToSql + Sync + Send>>) = match selection {
-        ReplaySelection::Ids(ids) => ("id = ANY($2)", vec![Box::new(ids)]),
+        ReplaySelection::Ids { ids, within } => {
+            let (sources, destinations): (Vec<String>, Vec<String>) = within.into_iter().unzip();
+            (
+                "id = ANY($2) AND (source, destination) IN
+                     (SELECT * FROM unnest($3::text[], $4::text[]))",
+                vec![Box::new(ids), Box::new(sources), Box::new(destinations)],
+            )
+        }
         ReplaySelection::Destination {
             source,
             destination,

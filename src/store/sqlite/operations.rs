@@ -143,7 +143,7 @@ pub(super) fn replay(
                   claimed_by = NULL, claim_until = NULL";
     let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
     match selection {
-        ReplaySelection::Ids(ids) => {
+        ReplaySelection::Ids { ids, within } => {
             let mut find = conn.prepare_cached(
                 "SELECT source, destination FROM deliveries WHERE id = ?1 AND state = 'dead'",
             )?;
@@ -153,7 +153,7 @@ pub(super) fn replay(
                 let found: Option<(String, String)> = find
                     .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
                     .ok();
-                if let Some(key) = found {
+                if let Some(key) = found.filter(|key| within.contains(key)) {
                     update.execute(params![now, id])?;
                     *counts.entry(key).or_default() += 1;
                 }
