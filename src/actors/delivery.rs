@@ -117,6 +117,11 @@ pub struct DeliveryActor {
     /// them again meanwhile, but they hold no request slot (a slow commit does not slow
     /// the receiver's traffic). Bounded by [`RECORDING_PER_SLOT`] × `max_in_flight`.
     recording: HashMap<i64, SpawnHandle>,
+    /// Deliveries a claim returned while their outcome's commit had not been heard of
+    /// yet (the commit ended the claim, the next claim took them): they are ours, and
+    /// are sent once that commit is heard of, rather than left claimed with nothing to
+    /// wake for them.
+    claimed_while_recording: HashMap<i64, DueDelivery>,
     /// A claim of due work is running.
     fetching: bool,
     /// More work was signalled while fetching: fetch again when done.
@@ -194,6 +199,7 @@ impl DeliveryActor {
             buffer: Vec::new(),
             send_timer: None,
             recording: HashMap::new(),
+            claimed_while_recording: HashMap::new(),
             fetching: false,
             fetch_again: false,
             wake: None,
@@ -342,9 +348,12 @@ impl DeliveryActor {
         for delivery in page.due {
             // A held outcome's claim may have run out: it is not attempted again.
             let id = delivery.delivery_id;
-            let held = self.members.contains_key(&id)
-                || self.recording.contains_key(&id)
-                || self.buffer.iter().any(|d| d.delivery_id == id);
+            if self.recording.contains_key(&id) {
+                self.claimed_while_recording.insert(id, delivery);
+                continue;
+            }
+            let held =
+                self.members.contains_key(&id) || self.buffer.iter().any(|d| d.delivery_id == id);
             if !held {
                 self.buffer.push(delivery);
             }
@@ -842,10 +851,20 @@ impl DeliveryActor {
         };
         let record = self.store.record_attempt(outcome.clone());
         let id = delivery.delivery_id;
+        let attempts_after = delivery.attempts + 1;
         let recording = ctx.spawn(record.into_actor(self).map(move |result, actor, ctx| {
             match result {
                 Ok(()) => {
                     actor.recording.remove(&id);
+                    // Claimed again after this commit (it counts the attempt just
+                    // recorded): due now. Claimed before it (the claim had run out):
+                    // stale, left to lapse.
+                    if let Some(again) = actor.claimed_while_recording.remove(&id) {
+                        if again.attempts == attempts_after {
+                            actor.buffer.push(again);
+                            actor.send_buffered(ctx);
+                        }
+                    }
                     actor.tell_drained();
                     if let Some(reason) = &dead_reason {
                         actor.note_dead(&delivery.message_id, reason, ctx);
@@ -1117,6 +1136,7 @@ impl Handler<Cancel> for DeliveryActor {
             if let Some(recording) = self.recording.remove(&id) {
                 ctx.cancel_future(recording);
             }
+            self.claimed_while_recording.remove(&id);
             self.buffer.retain(|d| d.delivery_id != id);
             log::debug!("delivery {id} cancelled");
         }
