@@ -142,14 +142,29 @@ impl RecentKeys {
                     scan.query_row(params![self.indexed_upto, source, message_id], |r| r.get(0))?;
             }
         }
-        let mut indexed = conn.prepare_cached(
-            "SELECT max(e.received_at) FROM message_keys k JOIN events e ON e.id = k.event_id
-             WHERE k.key = ?1 AND e.source = ?2 AND e.message_id = ?3",
+        let mut older = None;
+        let mut row = conn.prepare_cached(
+            "SELECT received_at FROM events WHERE id = ?1 AND source = ?2 AND message_id = ?3",
         )?;
-        let older: Option<i64> =
-            indexed.query_row(params![key, source, message_id], |r| r.get(0))?;
+        for id in indexed_ids(conn, key)? {
+            let at: Option<i64> = row
+                .query_row(params![id, source, message_id], |r| r.get(0))
+                .optional()?;
+            older = older.max(at);
+        }
         Ok(received.max(older))
     }
+}
+
+/// The events `message_keys` has under `key` (usually none or one). Looked up alone and
+/// then checked row by row: SQLite prepares a join of the two tables again at every run
+/// (its plan depends on the bound key), which cost the writer a parse per event.
+fn indexed_ids(conn: &Connection, key: i64) -> Result<Vec<i64>, StoreError> {
+    let ids = conn
+        .prepare_cached("SELECT event_id FROM message_keys WHERE key = ?1")?
+        .query_map(params![key], |r| r.get(0))?
+        .collect::<Result<Vec<i64>, _>>()?;
+    Ok(ids)
 }
 
 /// Adds every event after `upto` to `message_keys`, sorted by key so that each leaf is
@@ -190,15 +205,18 @@ pub(super) fn latest_event_id(
         .query_row(params![upto, source, message_id], |r| r.get(0))?;
     let found = match newest {
         Some(id) => Some(id),
-        None => snapshot
-            .prepare_cached(
-                "SELECT max(e.id) FROM message_keys k JOIN events e ON e.id = k.event_id
-                 WHERE k.key = ?1 AND e.source = ?2 AND e.message_id = ?3",
-            )?
-            .query_row(
-                params![message_key(source, message_id), source, message_id],
-                |r| r.get(0),
-            )?,
+        None => {
+            let mut matches = snapshot.prepare_cached(
+                "SELECT 1 FROM events WHERE id = ?1 AND source = ?2 AND message_id = ?3",
+            )?;
+            let mut found = None;
+            for id in indexed_ids(&snapshot, message_key(source, message_id))? {
+                if matches.exists(params![id, source, message_id])? {
+                    found = found.max(Some(id));
+                }
+            }
+            found
+        }
     };
     snapshot.finish()?;
     Ok(found)
