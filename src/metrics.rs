@@ -268,21 +268,18 @@ impl Metrics {
         self.orphaned_deliveries.reset();
         for s in stats {
             let labels = [s.source.as_str(), s.destination.as_str()];
+            self.dead_letters
+                .with_label_values(&labels)
+                .set(s.dead as i64);
             if !configured(&s.source, &s.destination) {
                 self.orphaned_deliveries
                     .with_label_values(&labels)
                     .set(s.pending as i64);
-                self.dead_letters
-                    .with_label_values(&labels)
-                    .set(s.dead as i64);
                 continue;
             }
             self.queue_depth
                 .with_label_values(&labels)
                 .set(s.pending as i64);
-            self.dead_letters
-                .with_label_values(&labels)
-                .set(s.dead as i64);
             let age = s
                 .oldest_pending_received_at_ms
                 .map_or(0.0, |t| (now_ms - t).max(0) as f64 / 1000.0);

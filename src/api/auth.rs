@@ -54,12 +54,7 @@ pub fn check(req: &HttpRequest, state: &ApiState, presented: Option<&str>) -> Re
         state.failed_auth.succeeded(peer);
         Ok(())
     } else {
-        state
-            .metrics
-            .admin_auth_failures
-            .with_label_values(&["api"])
-            .inc();
-        state.failed_auth.failed(peer);
+        wrong_token(state, peer, "api");
         log::warn!(
             "wrong admin token from {} for {} {}",
             peer.map_or_else(|| "an unknown address".into(), |ip| ip.to_string()),
@@ -68,6 +63,16 @@ pub fn check(req: &HttpRequest, state: &ApiState, presented: Option<&str>) -> Re
         );
         Err(ApiError::Unauthorized("wrong admin token".into()))
     }
+}
+
+/// Counts a wrong admin token from `peer` (in metrics, by `via`) towards its backoff.
+pub fn wrong_token(state: &ApiState, peer: Option<IpAddr>, via: &str) {
+    state
+        .metrics
+        .admin_auth_failures
+        .with_label_values(&[via])
+        .inc();
+    state.failed_auth.failed(peer);
 }
 
 /// Wrong tokens allowed from one address before it has to wait.

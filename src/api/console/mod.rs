@@ -240,12 +240,7 @@ async fn login(req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, Conso
     }
     if !token.matches(presented.trim()) {
         if let Some(state) = state {
-            state
-                .metrics
-                .admin_auth_failures
-                .with_label_values(&["console"])
-                .inc();
-            state.failed_auth.failed(peer);
+            super::auth::wrong_token(state, peer, "console");
         }
         log::warn!(
             "console: a sign-in with a wrong token from {}",

@@ -240,11 +240,10 @@ pub(super) fn index_if_reused(
 }
 
 pub(super) fn indexed_upto(conn: &Connection) -> Result<i64, StoreError> {
-    Ok(
-        conn.query_row("SELECT indexed_upto FROM message_keys_upto", [], |r| {
-            r.get(0)
-        })?,
-    )
+    // Read at every append: prepared once.
+    Ok(conn
+        .prepare_cached("SELECT indexed_upto FROM message_keys_upto")?
+        .query_row([], |r| r.get(0))?)
 }
 
 #[cfg(test)]
