@@ -431,10 +431,13 @@ fn integers<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<i64
     numbers
         .iter()
         .map(|n| {
+            // Any integer is an id; one past i64 names no delivery, so it is kept at the
+            // edge of the range (as no delivery's id) rather than refused.
             n.as_i64()
+                .or_else(|| n.as_u64().map(|_| i64::MAX))
                 .or_else(|| {
                     n.as_f64()
-                        .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                        .filter(|f| f.is_finite() && f.fract() == 0.0)
                         .map(|f| f as i64)
                 })
                 .ok_or_else(|| serde::de::Error::custom(format!("{n} is not an integer id")))
