@@ -431,13 +431,13 @@ fn integers<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<i64
     numbers
         .iter()
         .map(|n| {
-            // Any integer is an id; one past i64 names no delivery, so it is kept at the
-            // edge of the range (as no delivery's id) rather than refused.
+            // Any integer the schema's int64 allows, written as `7` or as `7.0` (one just
+            // past the range arrives as a float rounded onto its edge: edges are left out).
+            const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
             n.as_i64()
-                .or_else(|| n.as_u64().map(|_| i64::MAX))
                 .or_else(|| {
                     n.as_f64()
-                        .filter(|f| f.is_finite() && f.fract() == 0.0)
+                        .filter(|f| f.fract() == 0.0 && f.abs() < TWO_POW_63)
                         .map(|f| f as i64)
                 })
                 .ok_or_else(|| serde::de::Error::custom(format!("{n} is not an integer id")))
