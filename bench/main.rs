@@ -1,6 +1,7 @@
 //! `webhookd-bench`: how fast webhookd is, against the HTTP limit of this machine, in one
-//! run. Every figure is also given as a ratio to the baseline measured in the same run:
-//! the load generator posting straight to a trivial receiver.
+//! run. Every figure is also given as a ratio to the raw HTTP limit measured in the same
+//! run: `wrk` posting straight to a trivial receiver (the harness's own generator when
+//! `wrk` is not installed).
 //!
 //! Scenarios: baseline; durable ingest (single events, batches of 100); end to end at full
 //! and half load; a backlog ingested while the receiver fails, then drained; isolation
@@ -11,6 +12,7 @@ mod bodies;
 mod load;
 mod receiver;
 mod service;
+mod wrk;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -67,6 +69,10 @@ struct Args {
     /// clients send.
     #[arg(long)]
     ordered_ids: bool,
+    /// Only these scenarios (comma-separated: ingest, e2e, backlog, isolation, fanout,
+    /// actions); default: all.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Where the JSON results go.
     #[arg(long, default_value = "bench-results.json")]
     json: PathBuf,
@@ -78,6 +84,10 @@ struct Results {
     machine: String,
     /// `random UUIDv4` or `ordered UUIDv7`.
     message_ids: String,
+    /// `wrk` posting a fixed track event to the trivial receiver: the raw HTTP limit every
+    /// ratio is taken to (to the generator's baseline when `wrk` is not installed).
+    raw_limit_requests_per_s: Option<f64>,
+    /// This harness's own generator posting to the trivial receiver.
     baseline_requests_per_s: f64,
     sqlite: BackendResults,
     postgres: Option<BackendResults>,
@@ -116,6 +126,9 @@ struct BackendResults {
     ingest_batch_events_per_s: f64,
     e2e_full_delivered_per_s: f64,
     e2e_full_latency: Latency,
+    /// `/v1/batch` ×100 in, each event delivered on its own.
+    e2e_batch_delivered_per_s: f64,
+    e2e_batch_latency: Latency,
     e2e_half_rate_per_s: f64,
     e2e_half_latency: Latency,
     backlog_events: u64,
@@ -145,6 +158,7 @@ struct CpuPerEvent {
     ingest_batch: f64,
     ingest_mixed: f64,
     e2e_full: f64,
+    e2e_batch: f64,
     e2e_mixed: f64,
     backlog_drain: f64,
     fanout: f64,
@@ -226,6 +240,10 @@ const MIXED_BATCH: u64 = 50;
 const DELIVERY: &str = "backoff_initial_ms = 100\nbackoff_max_ms = 1000\n";
 
 impl Bench {
+    fn wants(&self, scenario: &str) -> bool {
+        self.args.only.is_empty() || self.args.only.iter().any(|s| s == scenario)
+    }
+
     fn ids(&self) -> Ids {
         if self.args.ordered_ids {
             Ids::Ordered
@@ -342,8 +360,8 @@ impl Bench {
         let receiver = &self.receiver;
         let mut r = BackendResults::default();
 
-        eprintln!("{name}: 2/6 ingest");
-        {
+        if self.wants("ingest") {
+            eprintln!("{name}: 2/6 ingest");
             let (storage, _db) = self.storage(postgres);
             let service = self.start(&storage, &[], DELIVERY);
             let cpu = service.cpu_seconds();
@@ -368,8 +386,8 @@ impl Bench {
             r.cpu_us.ingest_mixed = cpu_us(&service, cpu, (mixed.ok * MIXED_BATCH) as f64);
         }
 
-        eprintln!("{name}: 3/6 end to end");
-        {
+        if self.wants("e2e") {
+            eprintln!("{name}: 3/6 end to end");
             let (storage, _db) = self.storage(postgres);
             let service = self.start(&storage, &[("hook", receiver.url("/hook"))], DELIVERY);
             let cpu = service.cpu_seconds();
@@ -391,8 +409,23 @@ impl Bench {
             r.e2e_half_latency = receiver.latency();
         }
 
-        eprintln!("{name}: 3/6 end to end, mixed event sizes");
-        {
+        if self.wants("e2e") {
+            eprintln!("{name}: 3/6 end to end, batches of 100");
+            let (storage, _db) = self.storage(postgres);
+            let service = self.start(&storage, &[("hook", receiver.url("/hook"))], DELIVERY);
+            let batches = Load {
+                concurrency: self.args.concurrency.min(16),
+                ..self.load(vec![service.url("/v1/batch")], self.batch(100))
+            };
+            let cpu = service.cpu_seconds();
+            let (_, rate) = end_to_end(batches, receiver, 100);
+            r.e2e_batch_delivered_per_s = rate;
+            r.cpu_us.e2e_batch = cpu_us(&service, cpu, receiver.delivered() as f64);
+            r.e2e_batch_latency = receiver.latency();
+        }
+
+        if self.wants("e2e") {
+            eprintln!("{name}: 3/6 end to end, mixed event sizes");
             let (storage, _db) = self.storage(postgres);
             let service = self.start(&storage, &[("hook", receiver.url("/hook"))], DELIVERY);
             let mixed = Load {
@@ -409,8 +442,8 @@ impl Bench {
             (true, Some(n)) => n,
             _ => self.args.backlog,
         };
-        eprintln!("{name}: 4/6 backlog of {backlog}");
-        {
+        if self.wants("backlog") {
+            eprintln!("{name}: 4/6 backlog of {backlog}");
             let (storage, _db) = self.storage(postgres);
             let service = self.start(&storage, &[("hook", receiver.url("/hook"))], DELIVERY);
             receiver.set_mode(Mode::Unavailable);
@@ -440,8 +473,8 @@ impl Bench {
             r.backlog_peak_rss_mib = service.peak_rss_mib();
         }
 
-        eprintln!("{name}: 5/6 isolation");
-        {
+        if self.wants("isolation") && r.e2e_half_rate_per_s > 0.0 {
+            eprintln!("{name}: 5/6 isolation");
             let destinations = [
                 ("healthy", receiver.url("/hook")),
                 ("hanging", receiver.url("/hang")),
@@ -460,8 +493,8 @@ impl Bench {
             r.isolation_half_latency = receiver.latency();
         }
 
-        eprintln!("{name}: 6/6 fan-out");
-        {
+        if self.wants("fanout") {
+            eprintln!("{name}: 6/6 fan-out");
             let destinations: Vec<(&str, String)> = ["d1", "d2", "d3", "d4", "d5"]
                 .into_iter()
                 .map(|d| (d, receiver.url("/hook")))
@@ -637,6 +670,15 @@ fn main() {
         ..Results::default()
     };
     eprintln!("1/6 baseline");
+    r.raw_limit_requests_per_s = wrk::raw_limit(
+        &bench.receiver.url("/baseline"),
+        &bodies::track_event(0).to_string(),
+        Duration::from_secs(bench.args.seconds),
+        &std::env::temp_dir(),
+    );
+    if r.raw_limit_requests_per_s.is_none() {
+        eprintln!("wrk not found: ratios are to this harness's generator, which is slower");
+    }
     r.baseline_requests_per_s = load::run(bench.load(
         vec![bench.receiver.url("/baseline")],
         Body::fixed(bodies::track_event(0)),
@@ -644,7 +686,9 @@ fn main() {
     .per_second();
     if !bench.args.retention_only {
         r.sqlite = bench.scenarios(false, None);
-        bench.actions(&mut r.sqlite);
+        if bench.wants("actions") {
+            bench.actions(&mut r.sqlite);
+        }
     }
     if postgres && !bench.args.retention_only {
         r.postgres = Some(bench.scenarios(true, Some(r.sqlite.e2e_half_rate_per_s)));
@@ -683,7 +727,10 @@ fn machine() -> String {
 }
 
 fn print_table(r: &Results) {
-    let base = r.baseline_requests_per_s.max(1e-9);
+    let base = r
+        .raw_limit_requests_per_s
+        .unwrap_or(r.baseline_requests_per_s)
+        .max(1e-9);
     let latency = |l: &Latency| {
         format!(
             "p50 {} ms, p99 {} ms, max {} ms",
@@ -697,10 +744,20 @@ fn print_table(r: &Results) {
         .collect();
     println!("machine: {}", r.machine);
     println!("messageIds: {}", r.message_ids);
-    println!(
-        "1 baseline: POST to a trivial receiver: {:.0} requests/s (ratio 1.00)",
-        r.baseline_requests_per_s
-    );
+    match r.raw_limit_requests_per_s {
+        Some(raw) => {
+            println!("1 raw limit: wrk -t1 -c64 posting to a trivial receiver: {raw:.0} requests/s (ratio 1.00)");
+            println!(
+                "1 baseline: this harness's generator posting to it: {:.0} requests/s ({:.2})",
+                r.baseline_requests_per_s,
+                r.baseline_requests_per_s / base
+            );
+        }
+        None => println!(
+            "1 baseline: this harness's generator posting to a trivial receiver: {:.0} requests/s (ratio 1.00; wrk not installed)",
+            r.baseline_requests_per_s
+        ),
+    }
     for (name, b) in &backends {
         println!("\n{name}");
         println!(
@@ -736,6 +793,15 @@ fn print_table(r: &Results) {
                 "delivered/s; {}; {}",
                 cpu(b.cpu_us.e2e_full),
                 latency(&b.e2e_full_latency)
+            ),
+        );
+        row(
+            "3 end to end, /v1/batch x100 in",
+            b.e2e_batch_delivered_per_s,
+            format!(
+                "delivered/s; {}; {}",
+                cpu(b.cpu_us.e2e_batch),
+                latency(&b.e2e_batch_latency)
             ),
         );
         row(

@@ -48,9 +48,11 @@ impl Receiver {
                         .app_data(data.clone())
                         .route("/hook", web::post().to(hook))
                         .route("/hang", web::post().to(hang))
+                        // Reads the body, as any receiver must for its connection to be
+                        // kept alive, and does nothing else.
                         .route(
                             "/baseline",
-                            web::post().to(|| async { HttpResponse::Ok().finish() }),
+                            web::post().to(|_: web::Bytes| async { HttpResponse::Ok().finish() }),
                         )
                 })
                 .workers(1)
