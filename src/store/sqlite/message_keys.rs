@@ -167,9 +167,9 @@ fn indexed_ids(conn: &Connection, key: i64) -> Result<Vec<i64>, StoreError> {
     Ok(ids)
 }
 
-/// Adds every event after `upto` to `message_keys`, sorted by key so that each leaf is
-/// written once; returns the new `indexed_upto` (the newest event now). Runs in the
-/// writer's transaction.
+/// Adds every event after `upto` to `message_keys` (and to `user_events`), sorted by key
+/// so that each leaf is written once; returns the new `indexed_upto` (the newest event
+/// now). Runs in the writer's transaction.
 pub(super) fn flush(conn: &Connection, upto: i64) -> Result<i64, StoreError> {
     let newest: i64 = conn.query_row(
         "SELECT coalesce(max(id), ?1) FROM events",
@@ -182,6 +182,7 @@ pub(super) fn flush(conn: &Connection, upto: i64) -> Result<i64, StoreError> {
          WHERE id > ?1 AND id <= ?2 ORDER BY 1, 2"
     ))?
     .execute(params![upto, newest])?;
+    super::user_events::index_range(conn, upto, newest)?;
     conn.prepare_cached("UPDATE message_keys_upto SET indexed_upto = ?1")?
         .execute(params![newest])?;
     Ok(newest)
@@ -224,8 +225,8 @@ pub(super) fn latest_event_id(
 
 /// Indexes an event at once when its id is at or below `indexed_upto` (read in the same
 /// transaction). That happens only when SQLite reuses the id of a deleted newest event
-/// (ids are the largest one plus one); such an event would be neither in
-/// `message_keys` nor in the newer events scanned.
+/// (ids are the largest one plus one); such an event would be neither in the indexes
+/// (`message_keys`, `user_events`) nor in the newer events scanned.
 pub(super) fn index_if_reused(
     conn: &Connection,
     indexed_upto: i64,
@@ -235,6 +236,7 @@ pub(super) fn index_if_reused(
     if event_id <= indexed_upto {
         conn.prepare_cached("INSERT OR IGNORE INTO message_keys (key, event_id) VALUES (?1, ?2)")?
             .execute(params![key, event_id])?;
+        super::user_events::index_one(conn, event_id)?;
     }
     Ok(())
 }

@@ -83,8 +83,6 @@ pub(super) fn apply(
     let mut outcome = RegulationApplied::default();
     // Every event of each subject, delivered or not (the notifications of earlier
     // regulations stay: they are what receivers were told).
-    let mut events_of = conn
-        .prepare_cached("SELECT id, source FROM events WHERE user_id = ?1 AND type != 'delete'")?;
     let mut deliveries_of =
         conn.prepare_cached("SELECT id, destination, state FROM deliveries WHERE event_id = ?1")?;
     // Attempts and deliveries go with their event (ON DELETE CASCADE).
@@ -93,31 +91,27 @@ pub(super) fn apply(
         "INSERT OR REPLACE INTO suppressions (source, user_id, regulation_id, created_at)
          VALUES (?1, ?2, ?3, ?4)",
     )?;
-    for user_id in &plan.subject_ids {
-        let events: Vec<(i64, String)> = events_of
-            .query_map(params![user_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+    let events = super::user_events::events_of_users(conn, &plan.subject_ids)?;
+    for (event_id, source) in events.into_iter().filter(|(_, s)| covered(s)) {
+        let deliveries: Vec<(i64, String, String)> = deliveries_of
+            .query_map(params![event_id], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })?
             .collect::<Result<_, _>>()?;
-        for (event_id, source) in events.into_iter().filter(|(_, s)| covered(s)) {
-            let deliveries: Vec<(i64, String, String)> = deliveries_of
-                .query_map(params![event_id], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                })?
-                .collect::<Result<_, _>>()?;
-            for (delivery_id, destination, state) in deliveries {
-                if state != "delivered" {
-                    outcome.undelivered_removed += 1;
-                }
-                if state == "pending" {
-                    outcome.purged.push(PurgedDelivery {
-                        source: source.clone(),
-                        destination,
-                        delivery_id,
-                    });
-                }
+        for (delivery_id, destination, state) in deliveries {
+            if state != "delivered" {
+                outcome.undelivered_removed += 1;
             }
-            delete_event.execute(params![event_id])?;
-            outcome.events_removed += 1;
+            if state == "pending" {
+                outcome.purged.push(PurgedDelivery {
+                    source: source.clone(),
+                    destination,
+                    delivery_id,
+                });
+            }
         }
+        delete_event.execute(params![event_id])?;
+        outcome.events_removed += 1;
     }
     for source in &plan.suppress_in {
         for user_id in &plan.subject_ids {

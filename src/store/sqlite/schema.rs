@@ -169,6 +169,24 @@ CREATE TRIGGER events_unkeyed AFTER DELETE ON events BEGIN
         WHERE key = webhookd_message_key(OLD.source, OLD.message_id) AND event_id = OLD.id;
 END;
 ",
+    // 5: a user's events found through `user_events`, filled in sorted groups with
+    // message_keys, instead of an index entry written per event (see user_events.rs).
+    "
+CREATE TABLE user_events (
+    user_id  TEXT NOT NULL,
+    event_id INTEGER NOT NULL,
+    PRIMARY KEY (user_id, event_id)
+) WITHOUT ROWID;
+INSERT INTO user_events (user_id, event_id)
+    SELECT user_id, id FROM events
+    WHERE user_id IS NOT NULL AND id <= (SELECT indexed_upto FROM message_keys_upto)
+    ORDER BY 1, 2;
+DROP INDEX events_by_user;
+CREATE TRIGGER events_user_unindexed AFTER DELETE ON events WHEN OLD.user_id IS NOT NULL
+BEGIN
+    DELETE FROM user_events WHERE user_id = OLD.user_id AND event_id = OLD.id;
+END;
+",
 ];
 
 /// The schema version this build writes.
@@ -203,4 +221,49 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_are_indexed_from_a_version_4_database_up_to_its_indexed_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("v4.db")).unwrap();
+        super::super::message_keys::register(&conn).unwrap();
+        for migration in &MIGRATIONS[..4] {
+            conn.execute_batch(migration).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        // Three events, the first two indexed (by message key) before the upgrade.
+        for (message_id, user_id) in [("a", Some("u")), ("b", None), ("c", Some("u"))] {
+            conn.execute(
+                "INSERT INTO events (source, message_id, user_id, type, received_at, body)
+                 VALUES ('web', ?1, ?2, 'track', 0, '{}')",
+                rusqlite::params![message_id, user_id],
+            )
+            .unwrap();
+        }
+        conn.execute("UPDATE message_keys_upto SET indexed_upto = 2", [])
+            .unwrap();
+        migrate(&conn).unwrap();
+        let indexed: Vec<(String, i64)> = conn
+            .prepare("SELECT user_id, event_id FROM user_events")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        // The third is newer than the indexed ones: found by the scan of those.
+        assert_eq!(indexed, [("u".to_string(), 1)]);
+        let old_index: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'events_by_user'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old_index, 0);
+    }
 }
