@@ -653,6 +653,23 @@ fn main() {
         let release = webhookd.parent().is_some_and(|p| p.ends_with("release"));
         let mut build = std::process::Command::new(cargo);
         build.args(["build", "--bin", "webhookd"]);
+        // What `cargo run` sets for this binary: build scripts (ring's) that watch these
+        // would otherwise see them change and rebuild their crates at every run.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_",
+            ]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+            {
+                build.env_remove(name.as_ref());
+            }
+        }
         if release {
             build.arg("--release");
         }
