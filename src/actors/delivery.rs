@@ -252,10 +252,9 @@ impl DeliveryActor {
             return;
         }
         let free = slots.saturating_sub(self.in_flight.len());
-        let ahead = self.claim_ahead(slots);
         // Claims are taken a few slots at a time, not one per finished attempt: a claim
         // is a store round trip. A finishing attempt pumps again.
-        if free + ahead == 0 || (!self.in_flight.is_empty() && free + ahead < self.claim_batch()) {
+        if free == 0 || (!self.in_flight.is_empty() && free < self.claim_batch()) {
             return;
         }
         if self.recording.len() >= RECORDING_PER_SLOT * self.settings.max_in_flight {
@@ -263,7 +262,7 @@ impl DeliveryActor {
         }
         let batch = self.target.batch_size;
         // Enough for the free slots; for batches, a few batches' worth at most.
-        let mut room = (free * batch).min((BUFFERED_BATCHES * batch).max(free)) + ahead;
+        let mut room = (free * batch).min((BUFFERED_BATCHES * batch).max(free));
         if self.health.probing() {
             // A few, so that those whose window has ended are dead-lettered without
             // waiting for the probe.
@@ -274,7 +273,7 @@ impl DeliveryActor {
             room = room.min(self.target.rate_limit_per_s as usize * batch);
         }
         let room = room.saturating_sub(self.buffer.len());
-        if room == 0 || (ahead > 0 && !self.in_flight.is_empty() && room < self.claim_batch()) {
+        if room == 0 {
             return; // Sending what is buffered pumps again.
         }
         self.fetching = true;
@@ -333,17 +332,6 @@ impl DeliveryActor {
                 idle_since: since,
             });
         }
-    }
-
-    /// Deliveries claimed ahead of free slots, to wait in the buffer: a claim is a
-    /// commit away (an fsync), so without them each slot that frees waits for one. Half
-    /// the slots, for one delivery per request at full speed; none while probing, rate
-    /// limited or batching (those buffer on their own terms).
-    fn claim_ahead(&self, slots: usize) -> usize {
-        if self.target.batch_size > 1 || self.target.rate_limit_per_s > 0 || self.health.probing() {
-            return 0;
-        }
-        slots / 2
     }
 
     /// Free slots worth a claim while attempts are in flight: a quarter of them.
