@@ -81,8 +81,6 @@ pub(super) fn apply(
             .is_none_or(|listed| listed.iter().any(|s| s == source))
     };
     let mut outcome = RegulationApplied::default();
-    // Every event of each subject, delivered or not (the notifications of earlier
-    // regulations stay: they are what receivers were told).
     let mut deliveries_of =
         conn.prepare_cached("SELECT id, destination, state FROM deliveries WHERE event_id = ?1")?;
     // Attempts and deliveries go with their event (ON DELETE CASCADE).
@@ -91,6 +89,8 @@ pub(super) fn apply(
         "INSERT OR REPLACE INTO suppressions (source, user_id, regulation_id, created_at)
          VALUES (?1, ?2, ?3, ?4)",
     )?;
+    // Every event of each subject, delivered or not (the notifications of earlier
+    // regulations stay: they are what receivers were told).
     let events = super::user_events::events_of_users(conn, &plan.subject_ids)?;
     for (event_id, source) in events.into_iter().filter(|(_, s)| covered(s)) {
         let deliveries: Vec<(i64, String, String)> = deliveries_of
