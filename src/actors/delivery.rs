@@ -124,6 +124,11 @@ pub struct DeliveryActor {
     claimed_while_recording: HashMap<i64, DueDelivery>,
     /// A claim of due work is running.
     fetching: bool,
+    /// Held (shared) by every running claim until its statement has finished, even one
+    /// whose actor life has ended; a restart takes it whole before it releases the old
+    /// life's claims, so that no claim of that life commits after the release and holds
+    /// its deliveries until it runs out.
+    claims_running: Arc<tokio::sync::RwLock<()>>,
     /// More work was signalled while fetching: fetch again when done.
     fetch_again: bool,
     /// The timer for the next scheduled retry or idle poll.
@@ -201,6 +206,7 @@ impl DeliveryActor {
             recording: HashMap::new(),
             claimed_while_recording: HashMap::new(),
             fetching: false,
+            claims_running: Arc::default(),
             fetch_again: false,
             wake: None,
             paused: false,
@@ -252,9 +258,10 @@ impl DeliveryActor {
             return;
         }
         let free = slots.saturating_sub(self.in_flight.len());
+        let ahead = self.claim_ahead(slots);
         // Claims are taken a few slots at a time, not one per finished attempt: a claim
         // is a store round trip. A finishing attempt pumps again.
-        if free == 0 || (!self.in_flight.is_empty() && free < self.claim_batch()) {
+        if free + ahead == 0 || (!self.in_flight.is_empty() && free + ahead < self.claim_batch()) {
             return;
         }
         if self.recording.len() >= RECORDING_PER_SLOT * self.settings.max_in_flight {
@@ -262,7 +269,7 @@ impl DeliveryActor {
         }
         let batch = self.target.batch_size;
         // Enough for the free slots; for batches, a few batches' worth at most.
-        let mut room = (free * batch).min((BUFFERED_BATCHES * batch).max(free));
+        let mut room = (free * batch).min((BUFFERED_BATCHES * batch).max(free)) + ahead;
         if self.health.probing() {
             // A few, so that those whose window has ended are dead-lettered without
             // waiting for the probe.
@@ -273,9 +280,14 @@ impl DeliveryActor {
             room = room.min(self.target.rate_limit_per_s as usize * batch);
         }
         let room = room.saturating_sub(self.buffer.len());
-        if room == 0 {
+        if room == 0 || (ahead > 0 && !self.in_flight.is_empty() && room < self.claim_batch()) {
             return; // Sending what is buffered pumps again.
         }
+        let Ok(running) = Arc::clone(&self.claims_running).try_read_owned() else {
+            // The last life's claims are being released: claim once that is done.
+            self.schedule_wake(Some(now_ms() + STORE_RETRY.as_millis() as i64), ctx);
+            return;
+        };
         self.fetching = true;
         self.fetch_started = Instant::now();
         let now = now_ms();
@@ -288,27 +300,31 @@ impl DeliveryActor {
             claim_until_ms: now + claim_duration(&self.settings, &self.target).as_millis() as i64,
             limit: room,
         };
-        ctx.spawn(
-            self.store
-                .claim_due(claim)
-                .into_actor(self)
-                .map(|page, actor, ctx| {
-                    actor.fetching = false;
-                    match page {
-                        Ok(page) => actor.start_due(page, ctx),
-                        // The store is down or full: look again soon (the store's health
-                        // says why, once, in the log).
-                        Err(StoreError::Unavailable(_) | StoreError::Full) => {
-                            let again = now_ms() + STORE_RETRY.as_millis() as i64;
-                            actor.schedule_wake(Some(again), ctx);
-                        }
-                        Err(e) => {
-                            log::error!("delivery {}: cannot claim due work: {e}", actor.name());
-                            ctx.stop();
-                        }
-                    }
-                }),
-        );
+        // Run apart from this life's context, so that a restart does not lose sight of a
+        // claim whose statement is already on its way to the store.
+        let claiming = self.store.claim_due(claim);
+        let claimed = actix_rt::spawn(async move {
+            let page = claiming.await;
+            drop(running);
+            page
+        });
+        ctx.spawn(claimed.into_actor(self).map(|joined, actor, ctx| {
+            actor.fetching = false;
+            let page = joined.unwrap_or(Err(StoreError::Closed));
+            match page {
+                Ok(page) => actor.start_due(page, ctx),
+                // The store is down or full: look again soon (the store's health
+                // says why, once, in the log).
+                Err(StoreError::Unavailable(_) | StoreError::Full) => {
+                    let again = now_ms() + STORE_RETRY.as_millis() as i64;
+                    actor.schedule_wake(Some(again), ctx);
+                }
+                Err(e) => {
+                    log::error!("delivery {}: cannot claim due work: {e}", actor.name());
+                    ctx.stop();
+                }
+            }
+        }));
     }
 
     /// Notes whether anything is pending, and reports a long idleness to the router.
@@ -332,6 +348,17 @@ impl DeliveryActor {
                 idle_since: since,
             });
         }
+    }
+
+    /// Deliveries claimed ahead of free slots, to wait in the buffer: a claim is a
+    /// commit away (an fsync), so without them each slot that frees waits for one. Half
+    /// the slots, for one delivery per request at full speed; none while probing, rate
+    /// limited or batching (those buffer on their own terms).
+    fn claim_ahead(&self, slots: usize) -> usize {
+        if self.target.batch_size > 1 || self.target.rate_limit_per_s > 0 || self.health.probing() {
+            return 0;
+        }
+        slots / 2
     }
 
     /// Free slots worth a claim while attempts are in flight: a quarter of them.
@@ -1059,7 +1086,14 @@ impl Actor for DeliveryActor {
         if std::mem::take(&mut self.restarted) {
             // The attempts of the life before died with it: its claims end, and this
             // life claims under a new name.
-            let release = self.store.release_claims(&self.claimer);
+            let claims_running = Arc::clone(&self.claims_running);
+            let (store, last_claimer) = (Arc::clone(&self.store), self.claimer.clone());
+            let release = async move {
+                // Every claim of the last life has finished before its claims end (a
+                // store may start a statement as soon as it is asked for it).
+                drop(claims_running.write().await);
+                store.release_claims(&last_claimer).await
+            };
             self.claimer = claimer_name(&self.lease);
             ctx.spawn(release.into_actor(self).map(|released, actor, ctx| {
                 if let Err(e) = released {

@@ -91,6 +91,11 @@ impl TestDatabase {
         TestDatabase { name, url }
     }
 
+    /// A connection to the database, served on the calling runtime.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        connect_to(&self.url).await.expect("the test database")
+    }
+
     /// The first column of the first row of `sql`, as text (NULL as "").
     pub fn query_text(&self, sql: &str) -> String {
         run(async {
