@@ -302,3 +302,69 @@ impl Default for Metrics {
         Metrics::new()
     }
 }
+
+/// One destination's attempt and delivery series, each resolved once, when first used:
+/// `with_label_values` hashes its labels and takes a lock, and a delivery actor counts
+/// every request it makes.
+pub struct DestinationSeries {
+    metrics: std::sync::Arc<Metrics>,
+    source: String,
+    destination: String,
+    /// `webhookd_attempts_total`, by status class (index 1 to 9 for `1xx` to `9xx`, 0
+    /// for `error`).
+    attempts: [std::cell::OnceCell<prometheus::IntCounter>; 10],
+    attempt_duration: std::cell::OnceCell<Histogram>,
+    delivered: std::cell::OnceCell<prometheus::IntCounter>,
+    dead: std::cell::OnceCell<prometheus::IntCounter>,
+}
+
+impl DestinationSeries {
+    pub fn new(metrics: std::sync::Arc<Metrics>, source: &str, destination: &str) -> Self {
+        DestinationSeries {
+            metrics,
+            source: source.to_string(),
+            destination: destination.to_string(),
+            attempts: Default::default(),
+            attempt_duration: Default::default(),
+            delivered: Default::default(),
+            dead: Default::default(),
+        }
+    }
+
+    /// One request: its status (`None` when no response came) and how long it took.
+    pub fn attempt(&self, status: Option<u16>, seconds: f64) {
+        let class = status.map_or(0, |s| usize::from(s / 100).clamp(1, 9));
+        self.attempts[class]
+            .get_or_init(|| {
+                let result = match status {
+                    Some(_) => format!("{class}xx"),
+                    None => "error".to_string(),
+                };
+                self.metrics
+                    .attempts
+                    .with_label_values(&[&self.source, &self.destination, &result])
+            })
+            .inc();
+        self.attempt_duration
+            .get_or_init(|| {
+                self.metrics
+                    .attempt_duration
+                    .with_label_values(&[&self.source, &self.destination])
+            })
+            .observe(seconds);
+    }
+
+    /// A delivery finished: delivered, or dead-lettered.
+    pub fn finished(&self, delivered: bool) {
+        let (cell, outcome) = match delivered {
+            true => (&self.delivered, "delivered"),
+            false => (&self.dead, "dead"),
+        };
+        cell.get_or_init(|| {
+            self.metrics
+                .deliveries
+                .with_label_values(&[&self.source, &self.destination, outcome])
+        })
+        .inc();
+    }
+}

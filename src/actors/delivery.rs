@@ -38,7 +38,7 @@ use crate::delivery::pace::Pace;
 use crate::delivery::receiver::{AttemptSummary, HealthChange, ReceiverHealth};
 use crate::delivery::request::{build, Request as Outgoing};
 pub use crate::delivery::request::{Target, UrlTarget};
-use crate::metrics::Metrics;
+use crate::metrics::{DestinationSeries, Metrics};
 use crate::store::{
     AttemptOutcome, AttemptRecord, Claim, ControlChange, DeliveryUpdate, DueDelivery, DuePage,
     Lease, Store, StoreError,
@@ -101,6 +101,8 @@ pub struct DeliveryActor {
     store: Arc<dyn Store>,
     tls: Arc<rustls::ClientConfig>,
     metrics: Arc<Metrics>,
+    /// This destination's attempt and delivery counters.
+    series: DestinationSeries,
     /// Built on the actor's own thread: `awc::Client` is not `Send`.
     client: Option<awc::Client>,
     /// Requests on the wire, by their first delivery's id, with the future sending them
@@ -190,6 +192,8 @@ impl DeliveryActor {
         } = surroundings;
         let claimer = claimer_name(&lease);
         let pace = Pace::new(target.rate_limit_per_s);
+        let series =
+            DestinationSeries::new(Arc::clone(&metrics), &target.source, &target.destination);
         DeliveryActor {
             target,
             lease,
@@ -198,6 +202,7 @@ impl DeliveryActor {
             store,
             tls,
             metrics,
+            series,
             client: None,
             in_flight: HashMap::new(),
             members: HashMap::new(),
@@ -761,23 +766,11 @@ impl DeliveryActor {
 
     /// Counts one attempt's requests in the metrics.
     fn count_requests(&self, results: &[UrlResult]) {
-        let labels = [
-            self.target.source.as_str(),
-            self.target.destination.as_str(),
-        ];
         for result in results {
-            let class = match result.record.status {
-                Some(s) => format!("{}xx", s / 100),
-                None => "error".into(),
-            };
-            self.metrics
-                .attempts
-                .with_label_values(&[labels[0], labels[1], class.as_str()])
-                .inc();
-            self.metrics
-                .attempt_duration
-                .with_label_values(&labels)
-                .observe(result.record.latency_ms as f64 / 1000.0);
+            self.series.attempt(
+                result.record.status,
+                result.record.latency_ms as f64 / 1000.0,
+            );
         }
     }
 
@@ -836,15 +829,19 @@ impl DeliveryActor {
         outcome: AttemptOutcome,
         ctx: &mut Context<Self>,
     ) {
-        let name = self.name();
+        // Called in the log macros' arguments, which are evaluated only for a line that is
+        // logged (most deliveries end delivered, at debug level).
+        let name = || self.name();
         // Chosen by the client: escaped so that it cannot forge log lines.
-        let message_id = crate::redact::log_text(&delivery.message_id, 200);
+        let message_id = || crate::redact::log_text(&delivery.message_id, 200);
         match &outcome.update {
             DeliveryUpdate::Delivered => {
-                log::debug!("delivery {name}: {message_id} delivered");
+                log::debug!("delivery {}: {} delivered", name(), message_id());
             }
             DeliveryUpdate::RetryAt { at_ms, .. } => log::info!(
-                "delivery {name}: {message_id} attempt {} failed ({}), retry in {} ms",
+                "delivery {}: {} attempt {} failed ({}), retry in {} ms",
+                name(),
+                message_id(),
                 delivery.attempts + 1,
                 outcome
                     .attempts
@@ -855,7 +852,11 @@ impl DeliveryActor {
                 at_ms - now_ms()
             ),
             DeliveryUpdate::Dead { reason } => {
-                log::warn!("delivery {name}: {message_id} dead-lettered: {reason}");
+                log::warn!(
+                    "delivery {}: {} dead-lettered: {reason}",
+                    name(),
+                    message_id()
+                );
             }
         }
         // The request is done; the delivery stays claimed until recorded.
@@ -866,10 +867,10 @@ impl DeliveryActor {
     /// An outcome the store cannot take is held and recorded later: the delivery is not
     /// sent again meanwhile.
     fn record(&mut self, delivery: DueDelivery, outcome: AttemptOutcome, ctx: &mut Context<Self>) {
-        // Counted once recorded: `delivered` or `dead`; a retry is not an end.
+        // Counted once recorded: delivered or dead; a retry is not an end.
         let finished = match &outcome.update {
-            DeliveryUpdate::Delivered => Some("delivered"),
-            DeliveryUpdate::Dead { .. } => Some("dead"),
+            DeliveryUpdate::Delivered => Some(true),
+            DeliveryUpdate::Dead { .. } => Some(false),
             DeliveryUpdate::RetryAt { .. } => None,
         };
         let dead_reason = match &outcome.update {
@@ -896,16 +897,8 @@ impl DeliveryActor {
                     if let Some(reason) = &dead_reason {
                         actor.note_dead(&delivery.message_id, reason, ctx);
                     }
-                    if let Some(outcome) = finished {
-                        actor
-                            .metrics
-                            .deliveries
-                            .with_label_values(&[
-                                &actor.target.source,
-                                &actor.target.destination,
-                                outcome,
-                            ])
-                            .inc();
+                    if let Some(delivered) = finished {
+                        actor.series.finished(delivered);
                     }
                     if actor.unrecorded.is_empty() {
                         actor.pump(ctx);

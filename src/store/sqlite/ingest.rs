@@ -49,7 +49,7 @@ pub(super) fn append_events(
         ])?;
         let event_id = conn.last_insert_rowid();
         keys.note(key, event_id);
-        message_keys::index_if_reused(conn, indexed_upto, key, event_id)?;
+        keys.index_if_reused(conn, indexed_upto, key, event_id)?;
         for destination in &event.destinations {
             insert_delivery.execute(params![
                 event_id,

@@ -10,7 +10,8 @@
 //! events table when the store opens, so a crash loses nothing the lookups need.
 //!
 //! A key is a 64-bit hash of the pair; every match is checked against the event row, so a
-//! collision costs a read, never a wrong answer.
+//! collision costs a read, never a wrong answer. A filter in memory
+//! ([`super::key_filter`]) tells most keys that `message_keys` lacks without reading it.
 
 use std::collections::HashMap;
 
@@ -18,6 +19,7 @@ use rusqlite::functions::FunctionFlags;
 use rusqlite::{params, Connection, OptionalExtension};
 use xxhash_rust::xxh3::Xxh3;
 
+use super::key_filter::KeyFilter;
 use crate::store::StoreError;
 
 /// Events past the last indexed one after which they are added to `message_keys`.
@@ -55,7 +57,7 @@ pub(super) fn register(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// The writer's view of the events not yet in `message_keys`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct RecentKeys {
     /// Events with an id up to this one are in `message_keys` (as committed).
     indexed_upto: i64,
@@ -64,6 +66,27 @@ pub(super) struct RecentKeys {
     recent: HashMap<i64, i64>,
     /// A flush is waiting for the writer; no second one is queued meanwhile.
     flush_queued: bool,
+    /// Every key in `message_keys` (and some no longer there).
+    filter: KeyFilter,
+    /// Keys added to `message_keys` outside a flush while one is queued: a filter the
+    /// flush rebuilds from the table may have been read before them.
+    indexed_meanwhile: Vec<i64>,
+}
+
+/// What a flush added to `message_keys`, for the writer's view once it has committed.
+#[derive(Debug)]
+pub(super) struct Flushed {
+    /// The newest event now indexed.
+    upto: i64,
+    filter: FilterUpdate,
+}
+
+#[derive(Debug)]
+enum FilterUpdate {
+    /// The keys inserted, to add to the filter.
+    Add(Vec<i64>),
+    /// The filter had no room for them: one of the whole table, twice as large.
+    Rebuilt(KeyFilter),
 }
 
 impl RecentKeys {
@@ -83,6 +106,8 @@ impl RecentKeys {
             indexed_upto,
             recent,
             flush_queued: false,
+            filter: KeyFilter::of_table(conn)?,
+            indexed_meanwhile: Vec::new(),
         })
     }
 
@@ -101,17 +126,55 @@ impl RecentKeys {
         true
     }
 
+    #[cfg(test)]
     pub(super) fn indexed_upto(&self) -> i64 {
         self.indexed_upto
     }
 
-    /// A flush's transaction is over: committed up to `upto`, or not at all.
-    pub(super) fn flushed(&mut self, committed_upto: Option<i64>) {
+    /// A flush's transaction is over: committed, or not at all (`None`).
+    pub(super) fn flushed(&mut self, committed: Option<Flushed>) {
         self.flush_queued = false;
-        if let Some(upto) = committed_upto {
-            self.indexed_upto = upto;
-            self.recent.retain(|_, id| *id > upto);
+        let indexed_meanwhile = std::mem::take(&mut self.indexed_meanwhile);
+        let Some(Flushed { upto, filter }) = committed else {
+            return;
+        };
+        match filter {
+            FilterUpdate::Add(keys) => keys.into_iter().for_each(|k| self.filter.insert(k)),
+            FilterUpdate::Rebuilt(rebuilt) => {
+                self.filter = rebuilt;
+                indexed_meanwhile
+                    .into_iter()
+                    .for_each(|k| self.filter.insert(k));
+            }
         }
+        self.indexed_upto = upto;
+        self.recent.retain(|_, id| *id > upto);
+    }
+
+    /// Indexes an event at once when its id is at or below `indexed_upto` (read in the
+    /// same transaction). That happens only when SQLite reuses the id of a deleted newest
+    /// event (ids are the largest one plus one); such an event would be neither in the
+    /// indexes (`message_keys`, `user_events`) nor in the newer events scanned.
+    pub(super) fn index_if_reused(
+        &mut self,
+        conn: &Connection,
+        indexed_upto: i64,
+        key: i64,
+        event_id: i64,
+    ) -> Result<(), StoreError> {
+        if event_id <= indexed_upto {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO message_keys (key, event_id) VALUES (?1, ?2)",
+            )?
+            .execute(params![key, event_id])?;
+            super::user_events::index_one(conn, event_id)?;
+            // Before the insert commits: a key the table may not hold costs a read only.
+            self.filter.insert(key);
+            if self.flush_queued {
+                self.indexed_meanwhile.push(key);
+            }
+        }
+        Ok(())
     }
 
     /// The latest `received_at` of an event of `source` with `message_id`, or `None`.
@@ -143,6 +206,9 @@ impl RecentKeys {
             }
         }
         let mut older = None;
+        if !self.filter.may_hold(key) {
+            return Ok(received); // A new messageId, nearly always.
+        }
         let mut row = conn.prepare_cached(
             "SELECT received_at FROM events WHERE id = ?1 AND source = ?2 AND message_id = ?3",
         )?;
@@ -168,25 +234,36 @@ fn indexed_ids(conn: &Connection, key: i64) -> Result<Vec<i64>, StoreError> {
     Ok(ids)
 }
 
-/// Adds every event after `upto` to `message_keys` (and to `user_events`), sorted by key
-/// so that each leaf is written once; returns the new `indexed_upto` (the newest event
-/// now). Runs in the writer's transaction.
-pub(super) fn flush(conn: &Connection, upto: i64) -> Result<i64, StoreError> {
+/// Adds every event after `keys.indexed_upto()` to `message_keys` (and to
+/// `user_events`), sorted by key so that each leaf is written once; returns what the
+/// writer's view takes on once this commits. Runs in the writer's transaction.
+pub(super) fn flush(conn: &Connection, keys: &RecentKeys) -> Result<Flushed, StoreError> {
+    let upto = keys.indexed_upto;
     let newest: i64 = conn.query_row(
         "SELECT coalesce(max(id), ?1) FROM events",
         params![upto],
         |r| r.get(0),
     )?;
-    conn.prepare_cached(&format!(
-        "INSERT OR IGNORE INTO message_keys (key, event_id)
-         SELECT {SQL_FUNCTION}(source, message_id), id FROM events
-         WHERE id > ?1 AND id <= ?2 ORDER BY 1, 2"
-    ))?
-    .execute(params![upto, newest])?;
+    let added = conn
+        .prepare_cached(&format!(
+            "INSERT OR IGNORE INTO message_keys (key, event_id)
+             SELECT {SQL_FUNCTION}(source, message_id), id FROM events
+             WHERE id > ?1 AND id <= ?2 ORDER BY 1, 2
+             RETURNING key"
+        ))?
+        .query_map(params![upto, newest], |r| r.get(0))?
+        .collect::<Result<Vec<i64>, _>>()?;
     super::user_events::index_range(conn, upto, newest)?;
     conn.prepare_cached("UPDATE message_keys_upto SET indexed_upto = ?1")?
         .execute(params![newest])?;
-    Ok(newest)
+    let filter = match keys.filter.has_room_for(added.len()) {
+        true => FilterUpdate::Add(added),
+        false => FilterUpdate::Rebuilt(KeyFilter::of_table(conn)?),
+    };
+    Ok(Flushed {
+        upto: newest,
+        filter,
+    })
 }
 
 /// The id of the newest event of `source` with `message_id`, for readers: those not yet
@@ -224,24 +301,6 @@ pub(super) fn latest_event_id(
     Ok(found)
 }
 
-/// Indexes an event at once when its id is at or below `indexed_upto` (read in the same
-/// transaction). That happens only when SQLite reuses the id of a deleted newest event
-/// (ids are the largest one plus one); such an event would be neither in the indexes
-/// (`message_keys`, `user_events`) nor in the newer events scanned.
-pub(super) fn index_if_reused(
-    conn: &Connection,
-    indexed_upto: i64,
-    key: i64,
-    event_id: i64,
-) -> Result<(), StoreError> {
-    if event_id <= indexed_upto {
-        conn.prepare_cached("INSERT OR IGNORE INTO message_keys (key, event_id) VALUES (?1, ?2)")?
-            .execute(params![key, event_id])?;
-        super::user_events::index_one(conn, event_id)?;
-    }
-    Ok(())
-}
-
 pub(super) fn indexed_upto(conn: &Connection) -> Result<i64, StoreError> {
     // Read at every append: prepared once.
     Ok(conn
@@ -276,20 +335,53 @@ mod tests {
         let append = super::super::ingest::append_events;
         let mut keys = RecentKeys::load(&conn).unwrap();
         append(&conn, &mut keys, &[event("a"), event("b")]).unwrap();
-        let upto = flush(&conn, keys.indexed_upto()).unwrap();
-        keys.flushed(Some(upto));
+        let flushed = flush(&conn, &keys).unwrap();
+        keys.flushed(Some(flushed));
+        let upto = keys.indexed_upto();
         // The newest event goes (a deletion), and SQLite gives its id to the next one.
         conn.execute("DELETE FROM events WHERE message_id = 'b'", [])
             .unwrap();
         let stored = append(&conn, &mut keys, &[event("c")]).unwrap();
         assert_eq!(stored, [Appended::Stored { event_id: upto }]);
         // The next flush leaves it out of memory: it must be in the index by then.
-        let again = flush(&conn, keys.indexed_upto()).unwrap();
+        let again = flush(&conn, &keys).unwrap();
         keys.flushed(Some(again));
         assert_eq!(latest_event_id(&conn, "web", "c").unwrap(), Some(upto));
         let repeated = append(&conn, &mut keys, &[event("c")]).unwrap();
         assert_eq!(repeated, [Appended::Duplicate]);
         assert_eq!(latest_event_id(&conn, "web", "b").unwrap(), None);
+    }
+
+    #[test]
+    fn a_flush_that_outgrows_the_filter_rebuilds_it_with_every_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("keys.db")).unwrap();
+        register(&conn).unwrap();
+        super::super::schema::migrate(&conn).unwrap();
+        let append = super::super::ingest::append_events;
+        let mut keys = RecentKeys::load(&conn).unwrap();
+        append(&conn, &mut keys, &[event("a"), event("b"), event("c")]).unwrap();
+        let flushed = flush(&conn, &keys).unwrap();
+        keys.flushed(Some(flushed));
+        append(&conn, &mut keys, &[event("d"), event("e")]).unwrap();
+        // Room for one key: the next flush must read the whole table.
+        keys.filter = KeyFilter::with_capacity(1);
+        keys.flush_queued = true;
+        let flushed = flush(&conn, &keys).unwrap();
+        assert!(matches!(flushed.filter, FilterUpdate::Rebuilt(_)));
+        // Between the flush and its commit: the newest event goes, its id is reused by
+        // an event indexed at once, after the rebuilt filter read the table.
+        conn.execute("DELETE FROM events WHERE message_id = 'e'", [])
+            .unwrap();
+        let reused = append(&conn, &mut keys, &[event("f")]).unwrap();
+        assert_eq!(reused, [Appended::Stored { event_id: 5 }]);
+        keys.flushed(Some(flushed));
+        for id in ["a", "c", "d", "f"] {
+            let again = append(&conn, &mut keys, &[event(id)]).unwrap();
+            assert_eq!(again, [Appended::Duplicate], "{id}");
+        }
+        let new = append(&conn, &mut keys, &[event("g"), event("e")]).unwrap();
+        assert!(new.iter().all(|o| matches!(o, Appended::Stored { .. })));
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod cluster;
 mod control;
 mod delivery;
 mod ingest;
+mod key_filter;
 mod message_keys;
 mod operations;
 mod regulation;
@@ -93,8 +94,7 @@ fn lock_keys(keys: &Mutex<RecentKeys>) -> std::sync::MutexGuard<'_, RecentKeys> 
 /// forgets them only once that transaction has committed.
 fn flush_job(keys: Arc<Mutex<RecentKeys>>) -> WriteJob {
     Box::new(move |conn| {
-        let upto = lock_keys(&keys).indexed_upto();
-        let flushed = in_savepoint(conn, |conn| message_keys::flush(conn, upto));
+        let flushed = in_savepoint(conn, |conn| message_keys::flush(conn, &lock_keys(&keys)));
         Box::new(move |commit: Result<(), StoreError>| {
             let committed = commit.and(flushed);
             if let Err(e) = &committed {
@@ -366,7 +366,10 @@ impl Store for SqliteStore {
     }
 
     fn apply_regulation(&self, plan: RegulationPlan) -> StoreFuture<RegulationApplied> {
-        let applied = self.write(true, move |conn| regulation::apply(conn, &plan));
+        let keys = Arc::clone(&self.keys);
+        let applied = self.write(true, move |conn| {
+            regulation::apply(conn, &mut lock_keys(&keys), &plan)
+        });
         // No copy of what was removed stays in the write-ahead log (freed pages are
         // zeroed: `secure_delete`).
         let truncate = self.read(|conn| {

@@ -2,7 +2,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::message_keys;
+use super::message_keys::{self, RecentKeys};
 use serde_json::json;
 
 use crate::store::{
@@ -62,6 +62,7 @@ pub(super) fn recent(conn: &Connection, limit: usize) -> Result<Vec<Regulation>,
 
 pub(super) fn apply(
     conn: &Connection,
+    keys: &mut RecentKeys,
     plan: &RegulationPlan,
 ) -> Result<RegulationApplied, StoreError> {
     let applied: Option<Option<i64>> = conn
@@ -141,7 +142,7 @@ pub(super) fn apply(
         ])?;
         let event_id = conn.last_insert_rowid();
         let key = message_keys::message_key(&notification.source, &notification.message_id);
-        message_keys::index_if_reused(conn, indexed_upto, key, event_id)?;
+        keys.index_if_reused(conn, indexed_upto, key, event_id)?;
         link.execute(params![plan.regulation_id, event_id])?;
         for destination in &notification.destinations {
             insert_delivery.execute(params![event_id, notification.source, destination, now])?;

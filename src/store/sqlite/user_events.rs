@@ -146,9 +146,9 @@ mod tests {
             &[event("a", "u"), event("b", "v"), event("c", "u")],
         )
         .unwrap();
-        let upto = flush(&conn, keys.indexed_upto()).unwrap();
-        keys.flushed(Some(upto));
-        assert_eq!(upto, 3);
+        let flushed = flush(&conn, &keys).unwrap();
+        keys.flushed(Some(flushed));
+        assert_eq!(keys.indexed_upto(), 3);
         let indexed: i64 = conn
             .query_row("SELECT count(*) FROM user_events", [], |r| r.get(0))
             .unwrap();
