@@ -356,14 +356,15 @@ impl DeliveryActor {
     }
 
     /// Deliveries claimed ahead of free slots, to wait in the buffer: a claim is a
-    /// commit away (an fsync), so without them each slot that frees waits for one. Half
-    /// the slots, for one delivery per request at full speed; none while probing, rate
-    /// limited or batching (those buffer on their own terms).
+    /// commit away (an fsync), so without them each slot that frees waits for one. As
+    /// many as the slots, for one delivery per request at full speed (half as many
+    /// drained a backlog 8 % slower); none while probing, rate limited or batching (those
+    /// buffer on their own terms).
     fn claim_ahead(&self, slots: usize) -> usize {
         if self.target.batch_size > 1 || self.target.rate_limit_per_s > 0 || self.health.probing() {
             return 0;
         }
-        slots / 2
+        slots
     }
 
     /// Free slots worth a claim while attempts are in flight: a quarter of them.
