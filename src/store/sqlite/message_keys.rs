@@ -308,17 +308,28 @@ pub(super) fn indexed_upto(conn: &Connection) -> Result<i64, StoreError> {
         .query_row([], |r| r.get(0))?)
 }
 
+/// What the SQLite store's unit tests of the writer's indexes share.
 #[cfg(test)]
-mod tests {
+pub(super) mod testing {
     use super::*;
-    use crate::store::{Appended, NewEvent};
+    use crate::store::NewEvent;
 
-    fn event(message_id: &str) -> NewEvent {
+    /// A migrated store in `dir`, with the writer's view of its keys.
+    pub(in crate::store::sqlite) fn migrated(dir: &std::path::Path) -> (Connection, RecentKeys) {
+        let conn = Connection::open(dir.join("webhookd.db")).unwrap();
+        register(&conn).unwrap();
+        super::super::schema::migrate(&conn).unwrap();
+        let keys = RecentKeys::load(&conn).unwrap();
+        (conn, keys)
+    }
+
+    /// A `web` event of `user_id`, deduped since the epoch.
+    pub(in crate::store::sqlite) fn event(message_id: &str, user_id: &str) -> NewEvent {
         NewEvent {
             source: "web".into(),
             message_id: message_id.into(),
             dedupe_since_ms: Some(0),
-            user_id: Some("u".into()),
+            user_id: Some(user_id.into()),
             event_type: "track",
             received_at_ms: 1_000,
             body: "{}".into(),
@@ -326,17 +337,30 @@ mod tests {
         }
     }
 
+    /// Flushes as the writer does, as if the flush committed.
+    pub(in crate::store::sqlite) fn flush_now(conn: &Connection, keys: &mut RecentKeys) {
+        let flushed = flush(conn, keys).unwrap();
+        keys.flushed(Some(flushed));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{flush_now, migrated};
+    use super::*;
+    use crate::store::{Appended, NewEvent};
+
+    fn event(message_id: &str) -> NewEvent {
+        super::testing::event(message_id, "u")
+    }
+
     #[test]
     fn an_event_given_a_deleted_newest_id_is_still_found() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = Connection::open(dir.path().join("keys.db")).unwrap();
-        register(&conn).unwrap();
-        super::super::schema::migrate(&conn).unwrap();
+        let (conn, mut keys) = migrated(dir.path());
         let append = super::super::ingest::append_events;
-        let mut keys = RecentKeys::load(&conn).unwrap();
         append(&conn, &mut keys, &[event("a"), event("b")]).unwrap();
-        let flushed = flush(&conn, &keys).unwrap();
-        keys.flushed(Some(flushed));
+        flush_now(&conn, &mut keys);
         let upto = keys.indexed_upto();
         // The newest event goes (a deletion), and SQLite gives its id to the next one.
         conn.execute("DELETE FROM events WHERE message_id = 'b'", [])
@@ -344,8 +368,7 @@ mod tests {
         let stored = append(&conn, &mut keys, &[event("c")]).unwrap();
         assert_eq!(stored, [Appended::Stored { event_id: upto }]);
         // The next flush leaves it out of memory: it must be in the index by then.
-        let again = flush(&conn, &keys).unwrap();
-        keys.flushed(Some(again));
+        flush_now(&conn, &mut keys);
         assert_eq!(latest_event_id(&conn, "web", "c").unwrap(), Some(upto));
         let repeated = append(&conn, &mut keys, &[event("c")]).unwrap();
         assert_eq!(repeated, [Appended::Duplicate]);
@@ -355,14 +378,10 @@ mod tests {
     #[test]
     fn a_flush_that_outgrows_the_filter_rebuilds_it_with_every_key() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = Connection::open(dir.path().join("keys.db")).unwrap();
-        register(&conn).unwrap();
-        super::super::schema::migrate(&conn).unwrap();
+        let (conn, mut keys) = migrated(dir.path());
         let append = super::super::ingest::append_events;
-        let mut keys = RecentKeys::load(&conn).unwrap();
         append(&conn, &mut keys, &[event("a"), event("b"), event("c")]).unwrap();
-        let flushed = flush(&conn, &keys).unwrap();
-        keys.flushed(Some(flushed));
+        flush_now(&conn, &mut keys);
         append(&conn, &mut keys, &[event("d"), event("e")]).unwrap();
         // Room for one key: the next flush must read the whole table.
         keys.filter = KeyFilter::with_capacity(1);

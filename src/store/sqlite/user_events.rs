@@ -108,22 +108,8 @@ pub(super) fn latest_of_user(
 
 #[cfg(test)]
 mod tests {
-    use super::super::message_keys::{flush, register, RecentKeys};
+    use super::super::message_keys::testing::{event, flush_now, migrated};
     use super::*;
-    use crate::store::NewEvent;
-
-    fn event(message_id: &str, user_id: &str) -> NewEvent {
-        NewEvent {
-            source: "web".into(),
-            message_id: message_id.into(),
-            dedupe_since_ms: Some(0),
-            user_id: Some(user_id.into()),
-            event_type: "track",
-            received_at_ms: 1_000,
-            body: "{}".into(),
-            destinations: Vec::new(),
-        }
-    }
 
     fn ids(events: &[(i64, String)]) -> Vec<i64> {
         let mut ids: Vec<i64> = events.iter().map(|(id, _)| *id).collect();
@@ -134,11 +120,8 @@ mod tests {
     #[test]
     fn a_users_events_are_found_indexed_newer_and_with_a_reused_id() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = Connection::open(dir.path().join("users.db")).unwrap();
-        register(&conn).unwrap();
-        super::super::schema::migrate(&conn).unwrap();
+        let (conn, mut keys) = migrated(dir.path());
         let append = super::super::ingest::append_events;
-        let mut keys = RecentKeys::load(&conn).unwrap();
         // 1 and 3 are u's, 2 is v's; then they are indexed.
         append(
             &conn,
@@ -146,8 +129,7 @@ mod tests {
             &[event("a", "u"), event("b", "v"), event("c", "u")],
         )
         .unwrap();
-        let flushed = flush(&conn, &keys).unwrap();
-        keys.flushed(Some(flushed));
+        flush_now(&conn, &mut keys);
         assert_eq!(keys.indexed_upto(), 3);
         let indexed: i64 = conn
             .query_row("SELECT count(*) FROM user_events", [], |r| r.get(0))
