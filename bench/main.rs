@@ -138,6 +138,9 @@ struct BackendResults {
     backlog_ingest_events_per_s: f64,
     backlog_peak_rss_mib: f64,
     backlog_drain_per_s: f64,
+    /// A `/metrics` scrape right after the drain, with every delivery's attempt in the
+    /// last hour (the fastest of three), milliseconds.
+    backlog_scrape_ms: f64,
     isolation_half_latency: Latency,
     fanout_deliveries_per_s: f64,
     fanout_events_per_s: f64,
@@ -477,6 +480,13 @@ impl Bench {
             r.backlog_drain_per_s = receiver.delivered() as f64 / started.elapsed().as_secs_f64();
             r.cpu_us.backlog_drain = cpu_us(&service, cpu, receiver.delivered() as f64);
             r.backlog_peak_rss_mib = service.peak_rss_mib();
+            r.backlog_scrape_ms = (0..3)
+                .map(|_| {
+                    let scrape = Instant::now();
+                    service.metric("webhookd_queue_depth", "");
+                    scrape.elapsed().as_secs_f64() * 1000.0
+                })
+                .fold(f64::INFINITY, f64::min);
         }
 
         if self.wants("isolation") && r.e2e_half_rate_per_s > 0.0 {
@@ -847,7 +857,11 @@ fn print_table(r: &Results) {
         row(
             "4 backlog drain",
             b.backlog_drain_per_s,
-            format!("delivered/s; {}", cpu(b.cpu_us.backlog_drain)),
+            format!(
+                "delivered/s; {}; then /metrics in {:.1} ms",
+                cpu(b.cpu_us.backlog_drain),
+                b.backlog_scrape_ms
+            ),
         );
         row(
             "5 isolation: healthy beside a hanging one",

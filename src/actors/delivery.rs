@@ -21,22 +21,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_web::http::header::RETRY_AFTER;
-use actix_web::web::Bytes;
-use chrono::Utc;
 use futures_util::future::join_all;
-use futures_util::StreamExt;
 
 use super::notifier::{DeadLetters, Notify, Operational, DEAD_LETTER_PERIOD};
 use crate::clock::now_ms;
-use crate::config::{DeliveryConfig, Method};
-use crate::delivery::backoff::parse_retry_after;
-use crate::delivery::client::build_client;
+use crate::config::DeliveryConfig;
+use crate::delivery::client::{build_client, send, UrlResult};
 use crate::delivery::decision::{decide, History, RetryPolicy, UrlVerdict};
-use crate::delivery::outcome::{classify_error, classify_status, UrlOutcome};
+use crate::delivery::outcome::UrlOutcome;
 use crate::delivery::pace::Pace;
 use crate::delivery::receiver::{AttemptSummary, HealthChange, ReceiverHealth};
-use crate::delivery::request::{build, Request as Outgoing};
+use crate::delivery::request::build;
 pub use crate::delivery::request::{Target, UrlTarget};
 use crate::metrics::{DestinationSeries, Metrics};
 use crate::store::{
@@ -44,8 +39,6 @@ use crate::store::{
     Lease, Store, StoreError,
 };
 
-/// How much of a response body an attempt keeps.
-const RESPONSE_BODY_KEPT: usize = 1024;
 /// After a supervisor restart, the actor waits this long before sending again.
 const RESTART_PAUSE: Duration = Duration::from_secs(1);
 /// With nothing due, look at the store about this often anyway: new work is signalled,
@@ -545,7 +538,7 @@ impl DeliveryActor {
             .filter(|url| !self.health.gone.contains(&url.url))
             .filter(|url| carried.iter().any(|d| !d.given_up_urls.contains(&url.url)))
             .map(|url| {
-                send_one(
+                send(
                     client.clone(),
                     url.clone(),
                     request.clone(),
@@ -1179,92 +1172,6 @@ impl Handler<Fail> for DeliveryActor {
         log::warn!("delivery {}: failing on request", self.name());
         ctx.stop();
     }
-}
-
-/// One URL's request: the record to store, the classification, any `Retry-After`.
-struct UrlResult {
-    record: AttemptRecord,
-    outcome: UrlOutcome,
-    retry_after: Option<Duration>,
-}
-
-async fn send_one(
-    client: awc::Client,
-    target: UrlTarget,
-    content: Outgoing,
-    timeout_ms: u64,
-) -> UrlResult {
-    let attempted_at_ms = now_ms();
-    let started = Instant::now();
-    let mut request = match content.method {
-        Method::Post => client.post(&target.url),
-        Method::Put => client.put(&target.url),
-        Method::Patch => client.patch(&target.url),
-    };
-    for (name, value) in target.headers.into_iter().chain(content.headers) {
-        request = request.insert_header((name, value));
-    }
-    let body: Bytes = content.body;
-    match request.send_body(body).await {
-        Ok(mut response) => {
-            let latency_ms = started.elapsed().as_millis() as u64;
-            let status = response.status().as_u16();
-            let retry_after = response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, Utc::now()));
-            let kept = read_prefix(&mut response, Duration::from_millis(timeout_ms)).await;
-            let outcome = classify_status(status);
-            let error = (outcome != UrlOutcome::Success).then(|| format!("HTTP {status}"));
-            UrlResult {
-                record: AttemptRecord {
-                    attempted_at_ms,
-                    url: target.url,
-                    status: Some(status),
-                    error,
-                    latency_ms,
-                    response_body: Some(kept),
-                },
-                outcome,
-                retry_after,
-            }
-        }
-        Err(e) => {
-            let (outcome, reason) = classify_error(&e, timeout_ms);
-            UrlResult {
-                record: AttemptRecord {
-                    attempted_at_ms,
-                    url: target.url,
-                    status: None,
-                    error: Some(reason),
-                    latency_ms: started.elapsed().as_millis() as u64,
-                    response_body: None,
-                },
-                outcome,
-                retry_after: None,
-            }
-        }
-    }
-}
-
-/// The first [`RESPONSE_BODY_KEPT`] bytes of a response body, read within `limit`; the
-/// rest is never read (an endless body costs nothing).
-async fn read_prefix<S>(response: &mut awc::ClientResponse<S>, limit: Duration) -> String
-where
-    S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
-{
-    let mut kept = Vec::new();
-    let read = async {
-        while let Some(Ok(chunk)) = response.next().await {
-            kept.extend_from_slice(&chunk[..chunk.len().min(RESPONSE_BODY_KEPT - kept.len())]);
-            if kept.len() >= RESPONSE_BODY_KEPT {
-                break;
-            }
-        }
-    };
-    let _ = actix_rt::time::timeout(limit, read).await;
-    String::from_utf8_lossy(&kept).into_owned()
 }
 
 /// [`IDLE_POLL`], give or take a fifth.

@@ -152,27 +152,20 @@ impl Notifier {
     fn store_events(&mut self, events: Vec<(&'static str, NewEvent)>, ctx: &mut Context<Self>) {
         let kinds: Vec<&'static str> = events.iter().map(|(k, _)| *k).collect();
         let copies = events.clone();
-        let appended = self
-            .store
-            .append(events.into_iter().map(|(_, e)| e).collect());
+        let events: Vec<NewEvent> = events.into_iter().map(|(_, e)| e).collect();
+        let destinations = NewEvent::destinations_of(&events);
+        let appended = self.store.append(events);
         ctx.spawn(
             appended
                 .into_actor(self)
                 .map(move |result, actor, ctx| match result {
-                    Ok(outcomes) => {
-                        let event_ids = outcomes
-                            .iter()
-                            .filter_map(|o| match o {
-                                crate::store::Appended::Stored { event_id } => Some(*event_id),
-                                _ => None,
-                            })
-                            .collect();
+                    Ok(_) => {
                         for kind in kinds {
                             actor.metrics.notifications.with_label_values(&[kind]).inc();
                         }
                         actor.router.do_send(EventsStored {
                             source: NOTIFICATIONS_SOURCE.to_string(),
-                            event_ids,
+                            destinations,
                         });
                     }
                     Err(e) => {

@@ -33,12 +33,13 @@ use crate::store::{ClusterSignal, DestinationKey, Lease, PurgedDelivery, Regulat
 /// Messages the router can hold before senders are told it is full.
 const MAILBOX_CAPACITY: usize = 4096;
 
-/// Events of `source` were committed to the store with these ids.
+/// Events of `source` were committed to the store with pending deliveries to some of
+/// these destinations (each named once).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct EventsStored {
     pub source: String,
-    pub event_ids: Vec<i64>,
+    pub destinations: Vec<String>,
 }
 
 /// Makes the delivery actor of `source`/`destination` fail (as an internal error would),
@@ -398,12 +399,8 @@ impl Handler<EventsStored> for Router {
     type Result = ();
 
     fn handle(&mut self, msg: EventsStored, _ctx: &mut Context<Self>) {
-        let config = self.config.current();
-        let Some(source) = config.sources.iter().find(|s| s.name == msg.source) else {
-            return;
-        };
-        for destination in source.enabled_destinations() {
-            self.wake(&msg.source, &destination.name);
+        for destination in &msg.destinations {
+            self.wake(&msg.source, destination);
         }
     }
 }

@@ -319,7 +319,13 @@ mod tests {
             assert!(observe(&mut h, &failed(1000 + i as i64), 0).is_empty());
             assert_eq!(h.slots(10), 10);
         }
-        let changes = observe(&mut h, &failed(2000), 0);
+        // The receiver asks for 2 s: above the first probe's jitter (at most 1 s), so the
+        // wait is known rather than drawn (a draw may be zero).
+        let asked = AttemptSummary {
+            retry_after: Some(Duration::from_secs(2)),
+            ..failed(2000)
+        };
+        let changes = observe(&mut h, &asked, 0);
         assert_eq!(
             changes,
             [HealthChange::Store(ControlChange::Failing {
@@ -328,12 +334,16 @@ mod tests {
         );
         assert!(h.probing());
         assert_eq!(h.slots(10), 1);
-        // The next probe waits at least a little, at most the cap.
-        let at = h.may_start(2010).unwrap_err();
-        assert!(at > 2010 && at <= 2010 + PROBE_MAX_INTERVAL.as_millis() as i64);
-        assert!(h.may_start(at).is_ok());
-        // Further failures are not written again.
-        assert!(observe(&mut h, &failed(3000), 0).is_empty());
+        assert_eq!(h.may_start(2010), Err(4010));
+        assert_eq!(h.may_start(4009), Err(4010));
+        assert!(h.may_start(4010).is_ok());
+        // Drawn waits stay under the cap, and further failures are not written again.
+        for i in 0..20 {
+            let at_ms = 3000 + i * 100_000;
+            assert!(observe(&mut h, &failed(at_ms), 0).is_empty());
+            let cap = PROBE_MAX_INTERVAL.as_millis() as i64;
+            assert!(h.may_start(at_ms + 10 + cap).is_ok());
+        }
     }
 
     #[test]

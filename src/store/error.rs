@@ -59,17 +59,20 @@ impl HealthCell {
     }
 
     pub(crate) fn get(&self) -> StoreHealth {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.lock().clone()
     }
 
     pub(crate) fn set(&self, health: StoreHealth) {
-        let mut current = self
-            .0
+        Self::replace(&mut self.lock(), health);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, StoreHealth> {
+        self.0
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn replace(current: &mut StoreHealth, health: StoreHealth) {
         if *current != health {
             match health.problem() {
                 Some(problem) => log::error!("store: writes fail: {problem}"),
@@ -79,14 +82,77 @@ impl HealthCell {
         }
     }
 
-    /// Learns from the result of a write: `grows` says whether it needed new space, so
-    /// that its success proves the store writable again.
+    /// Learns from the result of a write: `grows` says whether it needed new space. Its
+    /// success proves an unreachable store writable again, but not a full one: a small
+    /// write can fit in the last free bytes of a full store while the next fails, and
+    /// readiness would flap between the two. A full store is writable again once a probe
+    /// ([`HealthCell::observe_probe`]) finds room or its size limit is raised.
     pub(crate) fn observe<T>(&self, result: &Result<T, StoreError>, grows: bool) {
         match result {
             Err(StoreError::Full) => self.set(StoreHealth::Full),
             Err(StoreError::Unavailable(why)) => self.set(StoreHealth::Unavailable(why.clone())),
-            Ok(_) if grows => self.set(StoreHealth::Writable),
+            Ok(_) if grows => {
+                let mut current = self.lock();
+                if *current != StoreHealth::Full {
+                    Self::replace(&mut current, StoreHealth::Writable);
+                }
+            }
             _ => {}
         }
+    }
+
+    /// Learns from a probe: a write of more than a page of new data, whose success proves
+    /// the store writable, full before or not.
+    pub(crate) fn observe_probe<T>(&self, result: &Result<T, StoreError>) {
+        match result {
+            Ok(_) => self.set(StoreHealth::Writable),
+            failed => self.observe(failed, true),
+        }
+    }
+
+    /// `probe`, whose outcome `health` learns from once it resolves.
+    pub(crate) fn observing_probe(
+        health: &std::sync::Arc<HealthCell>,
+        probe: super::StoreFuture<()>,
+    ) -> super::StoreFuture<()> {
+        let health = std::sync::Arc::clone(health);
+        Box::pin(async move {
+            let result = probe.await;
+            health.observe_probe(&result);
+            result
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_store_is_writable_again_by_a_probe_not_by_a_small_write() {
+        let health = HealthCell::new();
+        health.observe::<()>(&Err(StoreError::Full), true);
+        assert_eq!(health.get(), StoreHealth::Full);
+        // A record that fit in the last free bytes.
+        health.observe(&Ok(()), true);
+        assert_eq!(health.get(), StoreHealth::Full);
+        health.observe_probe::<()>(&Err(StoreError::Full));
+        assert_eq!(health.get(), StoreHealth::Full);
+        health.observe_probe(&Ok(()));
+        assert_eq!(health.get(), StoreHealth::Writable);
+    }
+
+    #[test]
+    fn an_unreachable_store_is_writable_again_by_any_growing_write() {
+        let health = HealthCell::new();
+        health.observe::<()>(
+            &Err(StoreError::Unavailable("disk I/O error".into())),
+            false,
+        );
+        assert!(!health.get().is_writable());
+        health.observe(&Ok(()), false);
+        assert!(!health.get().is_writable());
+        health.observe(&Ok(()), true);
+        assert_eq!(health.get(), StoreHealth::Writable);
     }
 }

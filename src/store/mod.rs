@@ -15,6 +15,7 @@
 //! longer than an attempt can take; [`Store::record_attempt`] counts only under the
 //! claim. No two senders ever hold the same delivery, in one process or across several.
 
+mod attempt_counts;
 mod encoding;
 mod error;
 mod postgres;
@@ -135,8 +136,8 @@ pub trait Store: Send + Sync + 'static {
     /// Moves what the store keeps for destination `from` of `source` to `to` (a
     /// destination renamed, with `from` in its `previous_names`): its deliveries in every
     /// state with their attempts (claims on them end), and its pause, controls and latest
-    /// error where `to` has none of its own; the lease of `from` goes. Answers how many
-    /// deliveries moved.
+    /// error where `to` has none of its own, its recent attempt counts added to `to`'s; the
+    /// lease of `from` goes. Answers how many deliveries moved.
     fn rename_destination(&self, source: &str, from: &str, to: &str) -> StoreFuture<u64>;
 
     /// Pauses (or resumes) a destination; kept across restarts.

@@ -22,6 +22,19 @@ pub struct NewEvent {
     pub destinations: Vec<String>,
 }
 
+impl NewEvent {
+    /// Every destination some of `events` go to, each named once.
+    pub fn destinations_of(events: &[NewEvent]) -> Vec<String> {
+        let mut destinations: Vec<String> = Vec::new();
+        for destination in events.iter().flat_map(|e| &e.destinations) {
+            if !destinations.contains(destination) {
+                destinations.push(destination.clone());
+            }
+        }
+        destinations
+    }
+}
+
 /// The fate of one appended event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
@@ -270,8 +283,9 @@ pub struct DestinationStats {
     pub dead: u64,
     /// `receivedAt` of the oldest pending delivery's event.
     pub oldest_pending_received_at_ms: Option<i64>,
+    /// Requests made in the last hour, counted by whole minutes (the last 59 to 60).
     pub attempts_last_hour: u64,
-    /// Requests answered 2xx in the last hour.
+    /// Those answered 2xx.
     pub successes_last_hour: u64,
     pub last_error: Option<String>,
     pub last_error_at_ms: Option<i64>,

@@ -33,6 +33,7 @@ fn check_backend(results: &serde_json::Value) {
         "e2e_full_delivered_per_s",
         "backlog_drain_per_s",
         "backlog_peak_rss_mib",
+        "backlog_scrape_ms",
         "fanout_deliveries_per_s",
         "ingest_mixed_events_per_s",
         "e2e_mixed_delivered_per_s",

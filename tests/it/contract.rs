@@ -489,6 +489,39 @@ fn attempts_are_recorded_under_the_claim_only(b: &Backend) {
     assert_eq!((d.pending, d.dead), (1, 0));
 }
 
+/// Outcomes handed in together, each one fenced by its own claim: 300 at once, half by
+/// their claimer and half by another, every one answered; only the first half counts.
+fn outcomes_recorded_together_are_each_fenced(b: &Backend) {
+    let s = b.store.as_ref();
+    let ids: Vec<String> = (0..300).map(|n| format!("t{n}")).collect();
+    let events = ids.iter().map(|id| event("web", id, "u", &["d"])).collect();
+    b.run(s.append(events)).unwrap();
+    let lease = beat(b, s, "i1", &[key("web", "d")], T0)[0].clone();
+    let due = b.run(s.claim_due(claim(&lease, "a", T0, 300))).unwrap().due;
+    assert_eq!(due.len(), 300);
+    let recorded: Vec<_> = due
+        .iter()
+        .enumerate()
+        .map(|(n, d)| {
+            let claimer = if n % 2 == 0 { "a" } else { "someone else" };
+            s.record_attempt(outcome(
+                d.delivery_id,
+                claimer,
+                T0 + 1,
+                DeliveryUpdate::Delivered,
+            ))
+        })
+        .collect();
+    for answer in b.run(futures_util::future::join_all(recorded)) {
+        answer.unwrap();
+    }
+    for (n, d) in due.iter().enumerate() {
+        let statuses = b.run(s.deliveries_of("web", &d.message_id)).unwrap();
+        let expected = if n % 2 == 0 { "delivered" } else { "pending" };
+        assert_eq!(statuses[0].state, expected, "{}", d.message_id);
+    }
+}
+
 fn connection_failures_alone_give_stats(b: &Backend) {
     let s = b.store.as_ref();
     b.run(s.append(vec![event("web", "f1", "u", &["d"])]))
@@ -512,6 +545,58 @@ fn connection_failures_alone_give_stats(b: &Backend) {
     assert_eq!(stats[0].attempts_last_hour, 1);
     assert_eq!(stats[0].successes_last_hour, 0);
     assert_eq!(stats[0].last_error.as_deref(), Some("connection refused"));
+}
+
+/// Attempts of the last hour are counted by the minute: requests made under the claim,
+/// each URL's, and none older than the hour.
+fn attempts_of_the_last_hour_are_counted(b: &Backend) {
+    const MINUTE: i64 = 60_000;
+    let s = b.store.as_ref();
+    let events = (0..4).map(|n| event("web", &format!("h{n}"), "u", &["d"]));
+    b.run(s.append(events.collect())).unwrap();
+    let lease = beat(b, s, "i1", &[key("web", "d")], T0)[0].clone();
+    let due = b.run(s.claim_due(claim(&lease, "a", T0, 4))).unwrap().due;
+    assert_eq!(due.len(), 4);
+    let answered = |at_ms: i64, status: u16| AttemptRecord {
+        attempted_at_ms: at_ms,
+        url: format!("http://receiver/{status}"),
+        status: Some(status),
+        error: (status >= 300).then(|| format!("HTTP {status}")),
+        latency_ms: 3,
+        response_body: None,
+    };
+    let delivered = |n: usize, claimer: &str, attempts: Vec<AttemptRecord>| AttemptOutcome {
+        attempts,
+        ..outcome(due[n].delivery_id, claimer, T0, DeliveryUpdate::Delivered)
+    };
+    for recorded in [
+        delivered(0, "a", vec![answered(T0 - 120 * MINUTE, 200)]),
+        delivered(1, "a", vec![answered(T0 - 30 * MINUTE, 200)]),
+        // Two URLs: one failed, one succeeded.
+        delivered(2, "a", vec![answered(T0, 503), answered(T0 + 5, 204)]),
+        // Not under its claim: not recorded, not counted.
+        delivered(3, "someone else", vec![answered(T0, 200)]),
+    ] {
+        b.run(s.record_attempt(recorded)).unwrap();
+    }
+    let last_hour = |now: i64| {
+        let stats = b.run(s.destination_stats(now)).unwrap();
+        let d = stats.iter().find(|d| d.destination == "d").unwrap();
+        (d.attempts_last_hour, d.successes_last_hour)
+    };
+    assert_eq!(last_hour(T0 + 10), (3, 2));
+    // Renamed: the counts go with the deliveries.
+    assert_eq!(b.run(s.rename_destination("web", "d", "e")).unwrap(), 4);
+    let last_hour = |now: i64| {
+        let stats = b.run(s.destination_stats(now)).unwrap();
+        assert!(stats.iter().all(|d| d.destination != "d"), "{stats:?}");
+        let e = stats.iter().find(|d| d.destination == "e").unwrap();
+        (e.attempts_last_hour, e.successes_last_hour)
+    };
+    assert_eq!(last_hour(T0 + 10), (3, 2));
+    // Forty minutes on, the attempt of thirty minutes before has left the hour.
+    assert_eq!(last_hour(T0 + 40 * MINUTE), (2, 1));
+    assert_eq!(last_hour(T0 + 2 * 60 * MINUTE), (0, 0));
 }
 
 fn regulations_remove_their_users_once(b: &Backend) {
@@ -843,7 +928,9 @@ contract!(
     claims_hold_under_a_live_lease_and_lapse,
     leases_spread_and_pass_on,
     attempts_are_recorded_under_the_claim_only,
+    outcomes_recorded_together_are_each_fenced,
     connection_failures_alone_give_stats,
+    attempts_of_the_last_hour_are_counted,
     regulations_remove_their_users_once,
     a_users_events_and_recent_regulations_are_listed,
     pauses_are_kept,
@@ -857,6 +944,60 @@ contract!(
 #[test]
 fn a_full_store_says_so_and_recovers_on_sqlite() {
     a_full_sqlite_store_says_so_and_recovers(&Backend::sqlite().unwrap());
+}
+
+/// On SQLite, outcomes handed in while the writer is busy share its write jobs (a job, a
+/// savepoint and a message each cost the writer more than the record itself).
+#[test]
+fn outcomes_handed_in_together_share_write_jobs_on_sqlite() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let config = StorageConfig {
+        path: dir.path().join("contract.db"),
+        ..StorageConfig::default()
+    };
+    let jobs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&jobs);
+    let runtime = actix_rt::System::new();
+    let store = webhookd::store::SqliteStore::open_observed(
+        &config.path,
+        None,
+        Box::new(move |_, n| {
+            counted.fetch_add(n, Ordering::SeqCst);
+        }),
+    )
+    .unwrap();
+    let b = Backend {
+        store: Arc::new(store),
+        runtime,
+        config,
+        _dir: Some(dir),
+        _database: None,
+    };
+    let s = b.store.as_ref();
+    let events = (0..300)
+        .map(|n| event("web", &format!("j{n}"), "u", &["d"]))
+        .collect();
+    b.run(s.append(events)).unwrap();
+    let lease = beat(&b, s, "i1", &[key("web", "d")], T0)[0].clone();
+    let due = b.run(s.claim_due(claim(&lease, "a", T0, 300))).unwrap().due;
+    let before = jobs.load(Ordering::SeqCst);
+    let recorded: Vec<_> = due
+        .iter()
+        .map(|d| {
+            s.record_attempt(outcome(
+                d.delivery_id,
+                "a",
+                T0 + 1,
+                DeliveryUpdate::Delivered,
+            ))
+        })
+        .collect();
+    for answer in b.run(futures_util::future::join_all(recorded)) {
+        answer.unwrap();
+    }
+    let used = jobs.load(Ordering::SeqCst) - before;
+    assert!(used < 150, "300 outcomes took {used} write jobs");
 }
 
 #[test]

@@ -156,9 +156,13 @@ fn hostile_receivers_cost_retries_not_resources_nor_other_destinations() {
     assert!(wait_until(WAIT, || of("endless").state != "pending"));
     let endless = of("endless");
     assert_eq!(endless.state, "delivered", "{endless:?}");
+    // The last attempt is the success (an earlier one may have failed on a loaded machine).
+    let success = endless.attempts.last().unwrap();
+    assert_eq!(success.status, Some(200), "{endless:?}");
     assert_eq!(
-        endless.attempts[0].response_body.as_ref().map(String::len),
-        Some(1024)
+        success.response_body.as_ref().map(String::len),
+        Some(1024),
+        "{endless:?}"
     );
 
     // The others fail, each for its own reason, and end as dead letters within the window.
@@ -166,18 +170,24 @@ fn hostile_receivers_cost_retries_not_resources_nor_other_destinations() {
         && store.pending("web", "dripping") == 0
         && store.pending("web", "stalled_tls") == 0
         && store.pending("web", "redirecting") == 0));
-    let reasons: Vec<(String, String)> = store
-        .deliveries("web", "h-0")
-        .into_iter()
-        .filter(|d| d.destination != "healthy" && d.destination != "endless")
-        .map(|d| {
-            (
-                d.destination.clone(),
-                d.attempts[0].error.clone().unwrap_or_default(),
-            )
-        })
-        .collect();
-    for (destination, reason) in &reasons {
+    // Any request may also time out on a loaded machine (a receiver's thread not run
+    // within 500 ms), and a delivery may get a single attempt in its 2 s window, so each
+    // reason is looked for among the attempts of the first twenty events' deliveries, and
+    // nothing else than it or a timeout may be found there.
+    let mut errors: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for n in 0..20 {
+        for d in store.deliveries("web", &format!("h-{n}")) {
+            if d.destination != "healthy" && d.destination != "endless" {
+                let found = d.attempts.iter().filter_map(|a| a.error.clone());
+                errors
+                    .entry(d.destination.clone())
+                    .or_default()
+                    .extend(found);
+            }
+        }
+    }
+    assert_eq!(errors.len(), 4, "{errors:?}");
+    for (destination, errors) in &errors {
         let expected = match destination.as_str() {
             "dripping" => "timeout: no response within 500 ms",
             "garbage" => "invalid HTTP response",
@@ -185,7 +195,16 @@ fn hostile_receivers_cost_retries_not_resources_nor_other_destinations() {
             "stalled_tls" => "timeout",
             other => panic!("unexpected destination {other}"),
         };
-        assert!(reason.starts_with(expected), "{destination}: {reason}");
+        assert!(
+            errors.iter().any(|e| e.starts_with(expected)),
+            "{destination}: {errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.starts_with(expected) || e.starts_with("timeout")),
+            "{destination}: {errors:?}"
+        );
     }
     assert_eq!(
         store

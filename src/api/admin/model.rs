@@ -333,9 +333,9 @@ pub struct PauseState {
     pub state: DestinationState,
 }
 
-/// Query of `GET /admin/v1/dead-letters`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
+/// Query of `GET /admin/v1/dead-letters`, read by hand so that each bad filter gets a
+/// 400 naming it.
+#[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DeadLetterParams {
     pub source: Option<String>,

@@ -1,9 +1,10 @@
 //! Claiming due deliveries under a lease (`FOR UPDATE SKIP LOCKED`: instances never wait
 //! on each other's rows), and recording attempts under the claim.
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Pool, Transaction};
 
 use super::{pg_error, pool_error};
+use crate::store::attempt_counts::{last_hour_from, started_a_minute, AttemptCounts};
 use crate::store::encoding::{list_from_text, list_to_text};
 use crate::store::{AttemptOutcome, Claim, DeliveryUpdate, DueDelivery, DuePage, StoreError};
 
@@ -246,10 +247,13 @@ async fn record_all(pool: &Pool, outcomes: &[&AttemptOutcome]) -> Result<(), Sto
     let mut a_bodies: Vec<Option<&str>> = Vec::new();
     let mut latest_errors: std::collections::BTreeMap<(String, String), (String, i64)> =
         std::collections::BTreeMap::new();
+    let mut counts = AttemptCounts::default();
     for o in outcomes
         .iter()
         .filter(|o| kept.contains_key(&o.delivery_id))
     {
+        let (source, destination) = &kept[&o.delivery_id];
+        counts.add(source, destination, &o.attempts);
         for a in &o.attempts {
             a_ids.push(o.delivery_id);
             a_at.push(a.attempted_at_ms);
@@ -272,6 +276,10 @@ async fn record_all(pool: &Pool, outcomes: &[&AttemptOutcome]) -> Result<(), Sto
         .await
         .map_err(pg_error)?;
     }
+    if !counts.is_empty() {
+        let now_ms = outcomes.iter().map(|o| o.now_ms).max().unwrap_or_default();
+        count_attempts(&tx, &counts, now_ms).await?;
+    }
     if !latest_errors.is_empty() {
         let (keys, values): (Vec<_>, Vec<_>) = latest_errors.into_iter().unzip();
         let sources: Vec<&str> = keys.iter().map(|(s, _)| s.as_str()).collect();
@@ -288,4 +296,56 @@ async fn record_all(pool: &Pool, outcomes: &[&AttemptOutcome]) -> Result<(), Sto
         .map_err(pg_error)?;
     }
     tx.commit().await.map_err(pg_error)
+}
+
+/// Adds `counts` to `attempt_counts`; a destination's first row of a minute removes its
+/// rows older than the hour at `now_ms`.
+async fn count_attempts(
+    tx: &Transaction<'_>,
+    counts: &AttemptCounts,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let (mut sources, mut destinations, mut minutes) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut attempts, mut successes) = (Vec::new(), Vec::new());
+    for ((source, destination, minute), tally) in counts.iter() {
+        sources.push(source.as_str());
+        destinations.push(destination.as_str());
+        minutes.push(*minute);
+        attempts.push(tally.attempts);
+        successes.push(tally.successes);
+    }
+    // Unique keys (the counts are summed by key), as ON CONFLICT requires.
+    let totals = tx
+        .query(
+            "INSERT INTO attempt_counts AS c (source, destination, minute, attempts, successes)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[])
+             ON CONFLICT (source, destination, minute) DO UPDATE
+                 SET attempts = c.attempts + EXCLUDED.attempts,
+                     successes = c.successes + EXCLUDED.successes
+             RETURNING source, destination, minute, attempts",
+            &[&sources, &destinations, &minutes, &attempts, &successes],
+        )
+        .await
+        .map_err(pg_error)?;
+    let (mut stale_sources, mut stale_destinations) = (Vec::new(), Vec::new());
+    for row in &totals {
+        let key: (String, String, i64) = (row.get(0), row.get(1), row.get(2));
+        if counts
+            .get(&key)
+            .is_some_and(|added| started_a_minute(added, row.get(3)))
+        {
+            stale_sources.push(key.0);
+            stale_destinations.push(key.1);
+        }
+    }
+    if !stale_sources.is_empty() {
+        tx.execute(
+            "DELETE FROM attempt_counts c USING unnest($1::text[], $2::text[]) AS k(source, destination)
+             WHERE c.source = k.source AND c.destination = k.destination AND c.minute < $3",
+            &[&stale_sources, &stale_destinations, &last_hour_from(now_ms)],
+        )
+        .await
+        .map_err(pg_error)?;
+    }
+    Ok(())
 }

@@ -620,7 +620,7 @@ impl Store for PostgresStore {
     }
 
     fn probe(&self) -> StoreFuture<()> {
-        self.run(true, |pool| async move {
+        let probe = self.run(false, |pool| async move {
             let mut client = pool.get().await.map_err(pool_error)?;
             let tx = client.transaction().await.map_err(pg_error)?;
             tx.execute(
@@ -630,7 +630,8 @@ impl Store for PostgresStore {
             .await
             .map_err(pg_error)?;
             tx.rollback().await.map_err(pg_error)
-        })
+        });
+        HealthCell::observing_probe(&self.health, probe)
     }
 
     fn set_size_limit(&self, _max_bytes: Option<u64>) -> StoreFuture<()> {

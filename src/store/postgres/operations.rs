@@ -6,12 +6,11 @@ use deadpool_postgres::Pool;
 use tokio_postgres::types::ToSql;
 
 use super::{notify, pg_error, pool_error};
+use crate::store::attempt_counts::last_hour_from;
 use crate::store::{
     ClusterSignal, DeadLetter, DeadLetterQuery, DestinationKey, DestinationStats, ReplaySelection,
     StoreError,
 };
-
-const HOUR_MS: i64 = 3_600_000;
 
 pub(super) async fn destination_stats(
     pool: Pool,
@@ -45,14 +44,11 @@ pub(super) async fn destination_stats(
     for row in dead {
         entry(&mut stats, row.get(0), row.get(1)).dead = row.get::<_, i64>(2) as u64;
     }
-    let since = now - HOUR_MS;
     let recent = client
         .query(
-            "SELECT d.source, d.destination, count(*),
-                    count(*) FILTER (WHERE a.status BETWEEN 200 AND 299)
-             FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
-             WHERE a.attempted_at >= $1 GROUP BY d.source, d.destination",
-            &[&since],
+            "SELECT source, destination, sum(attempts)::int8, sum(successes)::int8
+             FROM attempt_counts WHERE minute >= $1 GROUP BY source, destination",
+            &[&last_hour_from(now)],
         )
         .await
         .map_err(pg_error)?;
@@ -271,6 +267,24 @@ pub(super) async fn rename_destination(
         .await
         .map_err(pg_error)?;
     }
+    // The counts of both names add up, minute by minute.
+    tx.execute(
+        "INSERT INTO attempt_counts AS c (source, destination, minute, attempts, successes)
+         SELECT source, $3, minute, attempts, successes FROM attempt_counts
+         WHERE source = $1 AND destination = $2
+         ON CONFLICT (source, destination, minute) DO UPDATE
+             SET attempts = c.attempts + EXCLUDED.attempts,
+                 successes = c.successes + EXCLUDED.successes",
+        &[&source, &from, &to],
+    )
+    .await
+    .map_err(pg_error)?;
+    tx.execute(
+        "DELETE FROM attempt_counts WHERE source = $1 AND destination = $2",
+        &[&source, &from],
+    )
+    .await
+    .map_err(pg_error)?;
     tx.execute(
         "DELETE FROM destination_leases WHERE source = $1 AND destination = $2",
         &[&source, &from],

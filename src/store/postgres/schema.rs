@@ -149,6 +149,25 @@ CREATE TABLE destination_controls (
 -- Retention removes dedupe entries out of the window, oldest first.
 CREATE INDEX dedupe_by_time ON dedupe (received_at);
 ",
+    "
+-- Attempts counted per destination and minute, so that the last hour's are read from
+-- about sixty rows per destination (see attempt_counts.rs); the last hour's attempts so
+-- far are counted in.
+CREATE TABLE attempt_counts (
+    source      TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    minute      BIGINT NOT NULL,  -- attempted_at / 60000
+    attempts    BIGINT NOT NULL,  -- requests made
+    successes   BIGINT NOT NULL,  -- requests answered 2xx
+    PRIMARY KEY (source, destination, minute)
+);
+INSERT INTO attempt_counts (source, destination, minute, attempts, successes)
+    SELECT d.source, d.destination, a.attempted_at / 60000, count(*),
+           count(*) FILTER (WHERE a.status BETWEEN 200 AND 299)
+    FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+    WHERE a.attempted_at >= (extract(epoch FROM now())::bigint - 3600) * 1000
+    GROUP BY 1, 2, 3;
+",
 ];
 
 /// The schema version this build writes.

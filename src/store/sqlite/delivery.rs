@@ -2,6 +2,7 @@
 
 use rusqlite::{params, Connection};
 
+use crate::store::attempt_counts::{last_hour_from, started_a_minute, AttemptCounts};
 use crate::store::encoding::{list_from_text, list_to_text};
 use crate::store::{AttemptOutcome, Claim, DeliveryUpdate, DueDelivery, DuePage, StoreError};
 
@@ -104,20 +105,47 @@ pub(super) fn release_claims(conn: &Connection, claimer: &str) -> Result<(), Sto
     Ok(())
 }
 
-pub(super) fn record_attempt(
+/// Records `outcomes`, each under its claim, and counts the attempts of those recorded,
+/// one row write per destination and minute for all of them.
+pub(super) fn record_attempts<'a>(
+    conn: &Connection,
+    outcomes: impl IntoIterator<Item = &'a AttemptOutcome>,
+) -> Result<(), StoreError> {
+    let mut counts = AttemptCounts::default();
+    let mut now_ms = i64::MIN;
+    for outcome in outcomes {
+        if let Some((source, destination)) = record_attempt(conn, outcome)? {
+            counts.add(&source, &destination, &outcome.attempts);
+            now_ms = now_ms.max(outcome.now_ms);
+        }
+    }
+    count_attempts(conn, &counts, now_ms)
+}
+
+/// Records one outcome if its claim holds; answers the delivery's source and destination
+/// then, `None` when fenced off.
+fn record_attempt(
     conn: &Connection,
     outcome: &AttemptOutcome,
-) -> Result<(), StoreError> {
+) -> Result<Option<(String, String)>, StoreError> {
     let last_error = outcome.attempts.iter().rev().find_map(|a| a.error.clone());
     // The claim fences the write: a delivery purged, finished or claimed by another since
-    // is left as it is.
-    let fence = "WHERE id = ?1 AND state = 'pending' AND claimed_by = ?2";
+    // is left as it is. (Whole literals: the statement cache is looked up by the text.)
+    macro_rules! fenced_update {
+        ($set:literal) => {
+            concat!(
+                "UPDATE deliveries SET ",
+                $set,
+                " WHERE id = ?1 AND state = 'pending' AND claimed_by = ?2"
+            )
+        };
+    }
     let changed = match &outcome.update {
         DeliveryUpdate::Delivered => conn
-            .prepare_cached(&format!(
-                "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1,
+            .prepare_cached(fenced_update!(
+                "state = 'delivered', attempts = attempts + 1,
                     first_attempt_at = ?3, finished_at = ?4, last_error = NULL,
-                    claimed_by = NULL, claim_until = NULL {fence}"
+                    claimed_by = NULL, claim_until = NULL"
             ))?
             .execute(params![
                 outcome.delivery_id,
@@ -129,10 +157,10 @@ pub(super) fn record_attempt(
             at_ms,
             given_up_urls,
         } => conn
-            .prepare_cached(&format!(
-                "UPDATE deliveries SET attempts = attempts + 1, first_attempt_at = ?3,
+            .prepare_cached(fenced_update!(
+                "attempts = attempts + 1, first_attempt_at = ?3,
                     next_attempt_at = ?4, given_up_urls = ?5, last_error = ?6,
-                    claimed_by = NULL, claim_until = NULL {fence}"
+                    claimed_by = NULL, claim_until = NULL"
             ))?
             .execute(params![
                 outcome.delivery_id,
@@ -143,10 +171,10 @@ pub(super) fn record_attempt(
                 last_error
             ])?,
         DeliveryUpdate::Dead { reason } => conn
-            .prepare_cached(&format!(
-                "UPDATE deliveries SET state = 'dead', attempts = attempts + 1,
+            .prepare_cached(fenced_update!(
+                "state = 'dead', attempts = attempts + 1,
                     first_attempt_at = ?3, last_error = ?4, finished_at = ?5,
-                    claimed_by = NULL, claim_until = NULL {fence}"
+                    claimed_by = NULL, claim_until = NULL"
             ))?
             .execute(params![
                 outcome.delivery_id,
@@ -157,8 +185,12 @@ pub(super) fn record_attempt(
             ])?,
     };
     if changed == 0 {
-        return Ok(());
+        return Ok(None);
     }
+    // Not by RETURNING, which doubles the cost of the update: the row is in the cache.
+    let (source, destination): (String, String) = conn
+        .prepare_cached("SELECT source, destination FROM deliveries WHERE id = ?1")?
+        .query_row(params![outcome.delivery_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO attempts (delivery_id, attempted_at, url, status, error, latency_ms, response_body)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -177,9 +209,94 @@ pub(super) fn record_attempt(
     if let Some(error) = &last_error {
         conn.prepare_cached(
             "INSERT OR REPLACE INTO destination_errors (source, destination, error, at)
-             SELECT source, destination, ?2, ?3 FROM deliveries WHERE id = ?1",
+             VALUES (?1, ?2, ?3, ?4)",
         )?
-        .execute(params![outcome.delivery_id, error, outcome.now_ms])?;
+        .execute(params![source, destination, error, outcome.now_ms])?;
+    }
+    Ok(Some((source, destination)))
+}
+
+/// Adds `counts` to `attempt_counts`; a destination's first row of a minute removes its
+/// rows older than the hour at `now_ms`.
+fn count_attempts(
+    conn: &Connection,
+    counts: &AttemptCounts,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let mut add = conn.prepare_cached(
+        "INSERT INTO attempt_counts (source, destination, minute, attempts, successes)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (source, destination, minute) DO UPDATE
+             SET attempts = attempts + excluded.attempts,
+                 successes = successes + excluded.successes
+         RETURNING attempts",
+    )?;
+    for ((source, destination, minute), tally) in counts.iter() {
+        let total: i64 = add.query_row(
+            params![source, destination, minute, tally.attempts, tally.successes],
+            |r| r.get(0),
+        )?;
+        if started_a_minute(tally, total) {
+            conn.prepare_cached(
+                "DELETE FROM attempt_counts
+                 WHERE source = ?1 AND destination = ?2 AND minute < ?3",
+            )?
+            .execute(params![source, destination, last_hour_from(now_ms)])?;
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::AttemptRecord;
+
+    #[test]
+    fn attempt_counts_keep_about_an_hour_per_destination() {
+        let conn = Connection::open_in_memory().unwrap();
+        super::super::message_keys::register(&conn).unwrap();
+        super::super::schema::migrate(&conn).unwrap();
+        conn.execute(
+            "INSERT INTO events (id, source, message_id, type, received_at, body)
+             VALUES (1, 'web', 'm', 'track', 0, '{}')",
+            [],
+        )
+        .unwrap();
+        // Three hours of attempts, one a minute, each on a delivery claimed by "a".
+        let start = 1_700_000_000_000;
+        for minute in 0..180 {
+            let at_ms = start + minute * 60_000;
+            conn.execute(
+                "INSERT INTO deliveries (id, event_id, source, destination, next_attempt_at, claimed_by)
+                 VALUES (?1, 1, 'web', 'd', 0, 'a')",
+                params![minute + 1],
+            )
+            .unwrap();
+            let outcome = AttemptOutcome {
+                delivery_id: minute + 1,
+                claimer: "a".into(),
+                now_ms: at_ms,
+                first_attempt_at_ms: at_ms,
+                attempts: vec![AttemptRecord {
+                    attempted_at_ms: at_ms,
+                    url: "http://r/".into(),
+                    status: Some(200),
+                    error: None,
+                    latency_ms: 1,
+                    response_body: None,
+                }],
+                update: DeliveryUpdate::Delivered,
+            };
+            record_attempts(&conn, [&outcome]).unwrap();
+        }
+        let (rows, attempts): (i64, i64) = conn
+            .query_row(
+                "SELECT count(*), sum(attempts) FROM attempt_counts",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((rows, attempts), (60, 60));
+    }
 }

@@ -5,9 +5,10 @@
 //! written to the WAL and again by the checkpoint. Here the events table itself, which
 //! grows in id order, is the log of keys: the newest events (ids above
 //! `message_keys_upto.indexed_upto`) are found through a map in the writer's memory, and
-//! every [`FLUSH_AT`] of them are added to `message_keys` by one insert sorted by key,
-//! which writes each leaf it touches once for many keys. The map is rebuilt from the
-//! events table when the store opens, so a crash loses nothing the lookups need.
+//! every so many of them (more as the table grows: [`flush_at`]) are added to
+//! `message_keys` by one insert sorted by key, which writes each leaf it touches once for
+//! many keys. The map is rebuilt from the events table when the store opens, so a crash
+//! loses nothing the lookups need.
 //!
 //! A key is a 64-bit hash of the pair; every match is checked against the event row, so a
 //! collision costs a read, never a wrong answer. A filter in memory
@@ -22,10 +23,22 @@ use xxhash_rust::xxh3::Xxh3;
 use super::key_filter::KeyFilter;
 use crate::store::StoreError;
 
-/// Events past the last indexed one after which they are added to `message_keys`.
-/// Bigger: fewer page writes per key, more memory (about 40 bytes each) and a longer scan
-/// for the admin API's lookups of the newest events.
-pub(super) const FLUSH_AT: usize = 32_768;
+/// The fewest events past the last indexed one after which they are added to
+/// `message_keys`.
+pub(super) const FLUSH_AT_LEAST: usize = 32_768;
+/// The most: it bounds the writer's map (about 40 bytes a key) and the scans of the
+/// newest events (the admin API's lookups, a deletion's search for a user's events).
+pub(super) const FLUSH_AT_MOST: usize = 262_144;
+
+/// Events past the last indexed one after which they are added to `message_keys`, which
+/// holds `indexed` keys: a quarter of that, within [`FLUSH_AT_LEAST`] and
+/// [`FLUSH_AT_MOST`]. A flush writes every leaf its keys land on, and random keys land on
+/// nearly every leaf once they outnumber the leaves, so with a fixed number of keys per
+/// flush the pages written per key grew with the table; a number that grows with it keeps
+/// them about the same.
+fn flush_at(indexed: usize) -> usize {
+    (indexed / 4).clamp(FLUSH_AT_LEAST, FLUSH_AT_MOST)
+}
 
 /// The SQL name of [`message_key`], for the migration, the flush and the delete trigger.
 const SQL_FUNCTION: &str = "webhookd_message_key";
@@ -119,7 +132,7 @@ impl RecentKeys {
     /// Whether a flush should be queued now; once it says yes, it says no until that
     /// flush is over ([`RecentKeys::flushed`]).
     pub(super) fn wants_flush(&mut self) -> bool {
-        if self.flush_queued || self.recent.len() < FLUSH_AT {
+        if self.flush_queued || self.recent.len() < flush_at(self.filter.len()) {
             return false;
         }
         self.flush_queued = true;
@@ -267,7 +280,7 @@ pub(super) fn flush(conn: &Connection, keys: &RecentKeys) -> Result<Flushed, Sto
 }
 
 /// The id of the newest event of `source` with `message_id`, for readers: those not yet
-/// indexed are scanned (at most about [`FLUSH_AT`] rows), the rest found by key.
+/// indexed are scanned (at most about [`FLUSH_AT_MOST`] rows), the rest found by key.
 pub(super) fn latest_event_id(
     conn: &Connection,
     source: &str,
@@ -401,6 +414,31 @@ mod tests {
         }
         let new = append(&conn, &mut keys, &[event("g"), event("e")]).unwrap();
         assert!(new.iter().all(|o| matches!(o, Appended::Stored { .. })));
+    }
+
+    /// Keys noted in `keys`, of events 1, 2, ..., until it wants a flush.
+    fn keys_until_a_flush(keys: &mut RecentKeys) -> usize {
+        let mut noted = 0;
+        while !keys.wants_flush() {
+            noted += 1;
+            keys.note(noted as i64, noted as i64);
+        }
+        noted
+    }
+
+    #[test]
+    fn a_flush_waits_for_more_keys_as_the_table_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_conn, mut keys) = migrated(dir.path());
+        assert_eq!(keys_until_a_flush(&mut keys), FLUSH_AT_LEAST);
+        // A table of 400,000 keys: a quarter of that.
+        for (table, expected) in [(400_000, 100_000), (2_000_000, FLUSH_AT_MOST)] {
+            keys.filter = KeyFilter::with_capacity(table);
+            (0..table).for_each(|k| keys.filter.insert(-(k as i64)));
+            keys.recent.clear();
+            keys.flush_queued = false;
+            assert_eq!(keys_until_a_flush(&mut keys), expected, "{table} keys");
+        }
     }
 
     #[test]

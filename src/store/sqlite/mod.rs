@@ -7,6 +7,8 @@
 //! inside its own savepoint of one transaction, commits once, and only then answers each
 //! job. Many concurrent requests thus share one fsync (group commit). A job that fails
 //! is rolled back to its savepoint alone; a commit that fails fails every job in it.
+//! Attempt outcomes go further: those handed in while the writer is busy share one job
+//! ([`recording`]).
 //!
 //! Checkpoints (copying the WAL into the database file) run mostly on a thread of their
 //! own, so that their random writes do not sit inside the commits requests wait on.
@@ -29,6 +31,7 @@ mod ingest;
 mod key_filter;
 mod message_keys;
 mod operations;
+mod recording;
 mod regulation;
 mod schema;
 mod user_events;
@@ -134,6 +137,8 @@ pub struct SqliteStore {
     /// The newest events' keys, used by the writer thread only (the lock is never
     /// contended; it is here because jobs are closures sent to that thread).
     keys: Arc<Mutex<RecentKeys>>,
+    /// Attempt outcomes waiting to be recorded together.
+    records: Arc<Mutex<recording::PendingRecords>>,
 }
 
 impl SqliteStore {
@@ -216,6 +221,7 @@ impl SqliteStore {
             _lock: lock,
             _checkpoint_stop: checkpoint_stop,
             keys,
+            records: Arc::default(),
         })
     }
 
@@ -297,7 +303,13 @@ impl Store for SqliteStore {
     }
 
     fn record_attempt(&self, outcome: AttemptOutcome) -> StoreFuture<()> {
-        self.write(true, move |conn| delivery::record_attempt(conn, &outcome))
+        let answer = recording::record(&self.records, &self.jobs, outcome);
+        let health = Arc::clone(&self.health);
+        Box::pin(async move {
+            let result = answer.await.map_err(|_| StoreError::Closed)?;
+            health.observe(&result, true);
+            result
+        })
     }
 
     fn pending_destinations(&self) -> StoreFuture<Vec<DestinationKey>> {
@@ -533,7 +545,7 @@ impl Store for SqliteStore {
     }
 
     fn probe(&self) -> StoreFuture<()> {
-        self.write(true, |conn| {
+        let probe = self.write(false, |conn| {
             // More than a page of new data needs new pages: it fails while the store is
             // full. Rolled back at once, so nothing stays.
             conn.execute_batch("SAVEPOINT probe")?;
@@ -541,7 +553,8 @@ impl Store for SqliteStore {
             conn.execute_batch("ROLLBACK TO probe; RELEASE probe")?;
             grow?;
             Ok(())
-        })
+        });
+        HealthCell::observing_probe(&self.health, probe)
     }
 
     fn set_size_limit(&self, max_bytes: Option<u64>) -> StoreFuture<()> {
@@ -667,7 +680,12 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // What a deletion removes does not linger in free pages.
     conn.pragma_update(None, "secure_delete", "ON")?;
-    conn.pragma_update(None, "cache_size", -65536)?;
+    // 8 MiB; the operating system's page cache holds the rest of the file. Not larger:
+    // a commit after a B-tree split walks the whole page-cache hash table (SQLite swaps
+    // page numbers through the lock-byte page's, far past the end of the file, and the
+    // commit's truncation of the cache to the file's size then scans every slot), which
+    // with 64 MiB was a tenth of the writer's time while a backlog drained.
+    conn.pragma_update(None, "cache_size", -8192)?;
     // The writer runs some 30 distinct statements; rusqlite keeps 16 prepared by
     // default, and a statement pushed out is parsed again at its next use.
     conn.set_prepared_statement_cache_capacity(64);
@@ -754,12 +772,18 @@ fn write_loop(
             let _ = conn.execute_batch("ROLLBACK");
         }
         for complete in completions {
-            complete(match &committed {
-                Ok(()) => Ok(()),
-                Err(StoreError::Full) => Err(StoreError::Full),
-                Err(e) => Err(StoreError::CommitFailed(e.to_string())),
-            });
+            complete(job_outcome(&committed));
         }
+    }
+}
+
+/// What one job of a transaction hears of its commit: out of space stays so (the
+/// store's health learns from it), any other failure is a failed commit.
+fn job_outcome(committed: &Result<(), StoreError>) -> Result<(), StoreError> {
+    match committed {
+        Ok(()) => Ok(()),
+        Err(StoreError::Full) => Err(StoreError::Full),
+        Err(e) => Err(StoreError::CommitFailed(e.to_string())),
     }
 }
 

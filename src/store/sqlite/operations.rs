@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection};
 
+use crate::store::attempt_counts::last_hour_from;
 use crate::store::{DeadLetter, DeadLetterQuery, DestinationStats, ReplaySelection, StoreError};
-
-const HOUR_MS: i64 = 3_600_000;
 
 pub(super) fn destination_stats(
     conn: &Connection,
@@ -37,11 +36,10 @@ pub(super) fn destination_stats(
         entry(&mut stats, source, destination).dead = count as u64;
     }
     let mut recent = conn.prepare_cached(
-        "SELECT d.source, d.destination, count(*), coalesce(sum(a.status BETWEEN 200 AND 299), 0)
-         FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
-         WHERE a.attempted_at >= ?1 GROUP BY d.source, d.destination",
+        "SELECT source, destination, sum(attempts), sum(successes) FROM attempt_counts
+         WHERE minute >= ?1 GROUP BY source, destination",
     )?;
-    let rows = recent.query_map(params![now - HOUR_MS], |r| {
+    let rows = recent.query_map(params![last_hour_from(now)], |r| {
         Ok((
             r.get(0)?,
             r.get(1)?,
@@ -243,6 +241,18 @@ pub(super) fn rename_destination(
         ))?
         .execute(params![source, from])?;
     }
+    // The counts of both names add up, minute by minute.
+    conn.prepare_cached(
+        "INSERT INTO attempt_counts (source, destination, minute, attempts, successes)
+         SELECT source, ?3, minute, attempts, successes FROM attempt_counts
+         WHERE source = ?1 AND destination = ?2
+         ON CONFLICT (source, destination, minute) DO UPDATE
+             SET attempts = attempts + excluded.attempts,
+                 successes = successes + excluded.successes",
+    )?
+    .execute(params![source, from, to])?;
+    conn.prepare_cached("DELETE FROM attempt_counts WHERE source = ?1 AND destination = ?2")?
+        .execute(params![source, from])?;
     conn.prepare_cached("DELETE FROM destination_leases WHERE source = ?1 AND destination = ?2")?
         .execute(params![source, from])?;
     Ok(moved as u64)

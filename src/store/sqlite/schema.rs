@@ -187,6 +187,25 @@ BEGIN
     DELETE FROM user_events WHERE user_id = OLD.user_id AND event_id = OLD.id;
 END;
 ",
+    // 6: attempts counted per destination and minute, so that the last hour's are read
+    // from about sixty rows per destination (see attempt_counts.rs); the last hour's
+    // attempts so far are counted in.
+    "
+CREATE TABLE attempt_counts (
+    source      TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    minute      INTEGER NOT NULL,  -- attempted_at / 60000
+    attempts    INTEGER NOT NULL,  -- requests made
+    successes   INTEGER NOT NULL,  -- requests answered 2xx
+    PRIMARY KEY (source, destination, minute)
+) WITHOUT ROWID;
+INSERT INTO attempt_counts (source, destination, minute, attempts, successes)
+    SELECT d.source, d.destination, a.attempted_at / 60000, count(*),
+           coalesce(sum(a.status BETWEEN 200 AND 299), 0)
+    FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+    WHERE a.attempted_at >= (unixepoch() - 3600) * 1000
+    GROUP BY 1, 2, 3;
+",
 ];
 
 /// The schema version this build writes.
@@ -227,15 +246,23 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn users_are_indexed_from_a_version_4_database_up_to_its_indexed_events() {
+    /// A database file as webhookd left it at schema `version` (kept while the directory
+    /// lives).
+    fn database_at(version: usize) -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().unwrap();
-        let conn = Connection::open(dir.path().join("v4.db")).unwrap();
+        let conn = Connection::open(dir.path().join(format!("v{version}.db"))).unwrap();
         super::super::message_keys::register(&conn).unwrap();
-        for migration in &MIGRATIONS[..4] {
+        for migration in &MIGRATIONS[..version] {
             conn.execute_batch(migration).unwrap();
         }
-        conn.pragma_update(None, "user_version", 4).unwrap();
+        conn.pragma_update(None, "user_version", version as i64)
+            .unwrap();
+        (dir, conn)
+    }
+
+    #[test]
+    fn users_are_indexed_from_a_version_4_database_up_to_its_indexed_events() {
+        let (_dir, conn) = database_at(4);
         // Three events, the first two indexed (by message key) before the upgrade.
         for (message_id, user_id) in [("a", Some("u")), ("b", None), ("c", Some("u"))] {
             conn.execute(
@@ -265,5 +292,39 @@ mod tests {
             )
             .unwrap();
         assert_eq!(old_index, 0);
+    }
+
+    #[test]
+    fn a_version_5_database_counts_the_last_hours_attempts_in() {
+        let (_dir, conn) = database_at(5);
+        conn.execute_batch(
+            "INSERT INTO events (id, source, message_id, type, received_at, body)
+                 VALUES (1, 'web', 'm', 'track', 0, '{}');
+             INSERT INTO deliveries (id, event_id, source, destination, next_attempt_at)
+                 VALUES (1, 1, 'web', 'd', 0);",
+        )
+        .unwrap();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        // Ten and twenty minutes ago (one success), and two hours ago.
+        for (ago_min, status) in [(10, 200), (20, 503), (120, 200)] {
+            conn.execute(
+                "INSERT INTO attempts (delivery_id, attempted_at, url, status, latency_ms)
+                 VALUES (1, ?1, 'http://r/', ?2, 1)",
+                rusqlite::params![now_ms - ago_min * 60_000, status],
+            )
+            .unwrap();
+        }
+        migrate(&conn).unwrap();
+        let counted: (i64, i64, i64) = conn
+            .query_row(
+                "SELECT count(*), sum(attempts), sum(successes) FROM attempt_counts",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(counted, (2, 2, 1));
     }
 }

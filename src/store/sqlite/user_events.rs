@@ -5,7 +5,7 @@
 //! entries, which dirtied a page of its own in each commit: a fifth of batch ingest's cost.
 //! `user_events` is filled instead in sorted groups, together with `message_keys` (see
 //! message_keys.rs), and holds the events up to `message_keys_upto.indexed_upto`. The
-//! newer ones (about [`super::message_keys::FLUSH_AT`] at most) are found by scanning
+//! newer ones (about [`super::message_keys::FLUSH_AT_MOST`] at most) are found by scanning
 //! them, in id order.
 
 use std::collections::HashSet;
