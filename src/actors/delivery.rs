@@ -15,7 +15,7 @@
 //! again: delivery is at least once. What to make of an attempt's results is
 //! [`crate::delivery::decision`]'s to say.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -119,6 +119,9 @@ pub struct DeliveryActor {
     claimed_while_recording: HashMap<i64, DueDelivery>,
     /// A claim of due work is running.
     fetching: bool,
+    /// Deliveries cancelled while a claim was running: the claim may have taken them just
+    /// before their purge committed, and its answer may come after the cancellation.
+    cancelled_while_claiming: HashSet<i64>,
     /// Held (shared) by every running claim until its statement has finished, even one
     /// whose actor life has ended; a restart takes it whole before it releases the old
     /// life's claims, so that no claim of that life commits after the release and holds
@@ -203,6 +206,7 @@ impl DeliveryActor {
             send_timer: None,
             recording: HashMap::new(),
             claimed_while_recording: HashMap::new(),
+            cancelled_while_claiming: HashSet::new(),
             fetching: false,
             claims_running: Arc::default(),
             fetch_again: false,
@@ -308,9 +312,13 @@ impl DeliveryActor {
         });
         ctx.spawn(claimed.into_actor(self).map(|joined, actor, ctx| {
             actor.fetching = false;
+            let cancelled = std::mem::take(&mut actor.cancelled_while_claiming);
             let page = joined.unwrap_or(Err(StoreError::Closed));
             match page {
-                Ok(page) => actor.start_due(page, ctx),
+                Ok(mut page) => {
+                    page.due.retain(|d| !cancelled.contains(&d.delivery_id));
+                    actor.start_due(page, ctx)
+                }
                 // The store is down or full: look again soon (the store's health
                 // says why, once, in the log).
                 Err(StoreError::Unavailable(_) | StoreError::Full) => {
@@ -1121,6 +1129,7 @@ impl Supervised for DeliveryActor {
         self.recording.clear();
         self.restarted = true;
         self.fetching = false;
+        self.cancelled_while_claiming.clear();
         self.fetch_again = false;
         self.wake = None;
         self.client = None;
@@ -1159,6 +1168,9 @@ impl Handler<Cancel> for DeliveryActor {
             }
             self.claimed_while_recording.remove(&id);
             self.buffer.retain(|d| d.delivery_id != id);
+            if self.fetching {
+                self.cancelled_while_claiming.insert(id);
+            }
             log::debug!("delivery {id} cancelled");
         }
         self.pump(ctx);

@@ -2,8 +2,8 @@
 //! instances, each driven by one of them at a time; a dead instance's destinations are
 //! taken over; work ingested anywhere is sent by the owner, woken by a notification; and
 //! under chaos (an instance killed again and again, flapping receivers, a deletion) no
-//! acknowledged event is lost. These need PostgreSQL: without one they say so and pass,
-//! except under CI.
+//! acknowledged event is lost; a cancellation that overtakes a claim's answer still
+//! holds. These need PostgreSQL: without one they say so and pass, except under CI.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -410,4 +410,152 @@ fn a_cluster_killed_again_and_again_loses_no_acknowledged_event() {
     assert!(notices >= 2, "both destinations hear of the deletion");
     assert!(kills >= 10 || std::env::var("WEBHOOKD_CHAOS_KILLS").is_ok());
     assert!(acked.len() > 100, "the clients got through");
+}
+
+/// A cancellation from another instance can reach a delivery actor while its claim is on
+/// its way: the claim took the deliveries just before the regulation's purge committed,
+/// and its answer comes after the cancellation. The actor must still drop them. Here the
+/// claim is held on a lock on the leases (which claims read and nothing else here
+/// touches), and the test, in this process, hands the actor the cancellation as the
+/// router would.
+#[test]
+fn a_delivery_cancelled_while_its_claim_runs_is_not_sent() {
+    use webhookd::actors::delivery::{ActorIdle, Cancel, DeliveryActor, Surroundings};
+    use webhookd::store::{Heartbeat, InstanceInfo, NewEvent};
+
+    struct IdleIgnored;
+    impl actix::Actor for IdleIgnored {
+        type Context = actix::Context<Self>;
+    }
+    impl actix::Handler<ActorIdle> for IdleIgnored {
+        type Result = ();
+        fn handle(&mut self, _: ActorIdle, _: &mut Self::Context) {}
+    }
+
+    if !postgres_available() {
+        return;
+    }
+    let receiver = Receiver::start(|_, _| Reply::status(200));
+    let database = TestDatabase::create();
+    let config = webhookd::config::Config::from_toml(&format!(
+        "[storage]\nbackend = \"postgres\"\nurl = {:?}\n{}",
+        database.url,
+        crate::common::web_to_hook(&receiver)
+    ))
+    .unwrap();
+    let database = &database;
+    actix_rt::System::new().block_on(async move {
+        use actix::Actor;
+        let store = webhookd::store::open(&config.storage, Box::new(|_, _| {}))
+            .await
+            .unwrap();
+        let now = webhookd::clock::now_ms();
+        let events = ["purged", "kept"]
+            .iter()
+            .map(|id| NewEvent {
+                source: "web".into(),
+                message_id: id.to_string(),
+                dedupe_since_ms: None,
+                user_id: Some("u1".into()),
+                event_type: "track",
+                received_at_ms: now,
+                body: json!({"messageId": id, "userId": "u1"}).to_string(),
+                destinations: vec!["hook".into()],
+            })
+            .collect();
+        store.append(events).await.unwrap();
+        let lease = store
+            .heartbeat(Heartbeat {
+                instance: InstanceInfo {
+                    id: "here".into(),
+                    address: "127.0.0.1:0".into(),
+                    version: "test".into(),
+                    started_at_ms: now,
+                    config_fingerprint: "f".into(),
+                },
+                wanted: vec![("web".into(), "hook".into())],
+                now_ms: now,
+                lease_ms: 60_000,
+            })
+            .await
+            .unwrap()
+            .owned
+            .remove(0);
+        let mut locker = database.client().await;
+        let purged: i64 = locker
+            .query_one(
+                "SELECT d.id FROM deliveries d JOIN events e ON e.id = d.event_id
+                 WHERE e.message_id = 'purged'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let lock = locker.transaction().await.unwrap();
+        lock.batch_execute("LOCK TABLE destination_leases IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+
+        let target = Arc::new(webhookd::delivery::request::Target::new(
+            "web",
+            &config.sources[0].destinations[0],
+        ));
+        let surroundings = Surroundings {
+            store,
+            metrics: Arc::new(webhookd::metrics::Metrics::new()),
+            on_idle: IdleIgnored.start().recipient(),
+            notifier: None,
+        };
+        let tls = webhookd::delivery::client::tls_config(None).unwrap();
+        let actor =
+            DeliveryActor::new(target, lease, config.delivery.clone(), tls, surroundings).start();
+
+        let watcher = database.client().await;
+        let started = Instant::now();
+        loop {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'
+                       AND query LIKE '%SET claimed_by = $7%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting > 0 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no claim waited for the lock"
+            );
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Handled before the claim can answer: the lock still holds it.
+        actor
+            .send(Cancel {
+                delivery_ids: vec![purged],
+            })
+            .await
+            .unwrap();
+        lock.commit().await.unwrap();
+
+        let arrived = |id: &str| {
+            receiver
+                .requests()
+                .iter()
+                .any(|r| r.json()["messageId"] == id)
+        };
+        let started = Instant::now();
+        while !arrived("kept") {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the claim's other delivery never arrived"
+            );
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Both were claimed together and would have left together.
+        assert!(!arrived("purged"), "a cancelled delivery was sent");
+    });
 }

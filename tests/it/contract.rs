@@ -1013,3 +1013,42 @@ fn a_second_process_cannot_open_a_sqlite_store() {
         "{second}"
     );
 }
+
+/// A PostgreSQL store is open only once it listens: a cancellation another instance sends
+/// right after is heard (an instance deaf to it would send what a regulation purged).
+#[test]
+fn a_postgres_store_hears_cancellations_from_the_moment_it_is_open() {
+    use webhookd::store::{ClusterSignal, PurgedDelivery};
+    if !postgres_available() {
+        return;
+    }
+    let database = TestDatabase::create();
+    let config = StorageConfig {
+        backend: StorageBackend::Postgres,
+        url: Some(StorageUrl::new(database.url.clone())),
+        pool_size: 2,
+        ..StorageConfig::default()
+    };
+    let runtime = actix_rt::System::new();
+    // Connected before the store opens, so the cancellation leaves at once.
+    let other = runtime.block_on(database.client());
+    for round in 0..5 {
+        let store = runtime
+            .block_on(store::open(&config, Box::new(|_, _| {})))
+            .unwrap();
+        let cancel = ClusterSignal::Cancel(vec![PurgedDelivery {
+            source: "web".into(),
+            destination: "d".into(),
+            delivery_id: round,
+        }]);
+        let payload = serde_json::json!({"origin": "another instance", "signal": cancel});
+        runtime
+            .block_on(other.execute("SELECT pg_notify('webhookd', $1)", &[&payload.to_string()]))
+            .unwrap();
+        let mut signals = store.take_signals().expect("a PostgreSQL store signals");
+        let heard = runtime.block_on(async {
+            actix_rt::time::timeout(std::time::Duration::from_secs(10), signals.recv()).await
+        });
+        assert_eq!(heard.ok().flatten(), Some(cancel), "round {round}");
+    }
+}

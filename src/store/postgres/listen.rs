@@ -1,28 +1,35 @@
 //! The listener: one connection of its own (outside the pool, where `LISTEN` would not
 //! survive) that hears what every instance's transactions signal, and reconnects with a
 //! pause when the connection drops.
+//!
+//! A store is open only once its listener listens: an instance that claimed work before
+//! it could hear cancellations would send what a regulation purged meanwhile.
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::{origin, Envelope, CHANNEL};
 use crate::store::ClusterSignal;
 
-/// Signals waiting for the router; past this, new ones are dropped (their work is in the
-/// store, and the owners' polls find it).
+/// Signals waiting for the router. Past this, news of work is dropped (the work is in the
+/// store, and the owners' polls find it); cancellations and pauses wait for room.
 pub(super) const SIGNAL_CAPACITY: usize = 4096;
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 
+/// Listens until nobody takes signals any more; `listening` hears once the first
+/// `LISTEN` is in place.
 pub(super) async fn listen_loop(
     config: tokio_postgres::Config,
     signals: mpsc::Sender<ClusterSignal>,
+    listening: oneshot::Sender<()>,
 ) {
     let mut was_down = false;
+    let mut listening = Some(listening);
     loop {
-        match listen_once(&config, &signals, &mut was_down).await {
+        match listen_once(&config, &signals, &mut was_down, &mut listening).await {
             Ok(()) => return, // Nobody takes signals any more.
             Err(e) => {
                 if !was_down {
@@ -39,6 +46,7 @@ async fn listen_once(
     config: &tokio_postgres::Config,
     signals: &mpsc::Sender<ClusterSignal>,
     was_down: &mut bool,
+    listening: &mut Option<oneshot::Sender<()>>,
 ) -> Result<(), String> {
     let (client, mut connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -53,6 +61,9 @@ async fn listen_once(
                     done.map_err(|e| e.to_string())?;
                     if std::mem::take(was_down) {
                         log::info!("store: listener connected again");
+                    }
+                    if let Some(listening) = listening.take() {
+                        let _ = listening.send(());
                     }
                     break;
                 }
@@ -73,8 +84,17 @@ async fn listen_once(
         }
         match serde_json::from_str::<Envelope>(note.payload()) {
             Ok(envelope) if envelope.origin == origin() => {}
+            Ok(Envelope {
+                signal: work @ ClusterSignal::Work(_),
+                ..
+            }) => {
+                let _ = signals.try_send(work);
+            }
+            // Not to be lost: a purged delivery held in memory would be sent.
             Ok(envelope) => {
-                let _ = signals.try_send(envelope.signal);
+                if signals.send(envelope.signal).await.is_err() {
+                    return Ok(());
+                }
             }
             Err(e) => log::warn!("store: unreadable signal on {CHANNEL}: {e}"),
         }

@@ -162,7 +162,19 @@ impl PostgresStore {
         let (records, record_queue) = mpsc::channel(delivery::RECORD_QUEUE_CAPACITY);
         rt.spawn(delivery::record_loop(pool.clone(), record_queue));
         let (signal_tx, signal_rx) = mpsc::channel(listen::SIGNAL_CAPACITY);
-        rt.spawn(listen::listen_loop(pg_config, signal_tx));
+        let (listening_tx, listening) = tokio::sync::oneshot::channel();
+        rt.spawn(listen::listen_loop(pg_config, signal_tx, listening_tx));
+        let listening = rt.spawn(tokio::time::timeout(CONNECT_TIMEOUT, listening));
+        if !matches!(listening.await, Ok(Ok(Ok(())))) {
+            return Err(StoreError::Open {
+                path: shown,
+                reason: format!(
+                    "cannot LISTEN on {CHANNEL} within {} s: without it this instance would not \
+                     hear other instances' cancellations",
+                    CONNECT_TIMEOUT.as_secs()
+                ),
+            });
+        }
         Ok(PostgresStore {
             runtime,
             pool,
