@@ -68,6 +68,12 @@ pub struct Cancel {
     pub delivery_ids: Vec<i64>,
 }
 
+/// Signals may have been missed (the instance's listener was cut off): the actor drops
+/// what it holds that a purge removed meanwhile. Answers once the store has said.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Recheck;
+
 /// A delivery actor has had nothing pending since `idle_since` (the start of the store
 /// query that found nothing); the router may retire it.
 #[derive(Debug, Message)]
@@ -122,6 +128,10 @@ pub struct DeliveryActor {
     /// Deliveries cancelled while a claim was running: the claim may have taken them just
     /// before their purge committed, and its answer may come after the cancellation.
     cancelled_while_claiming: HashSet<i64>,
+    /// A recheck came while a claim was running: its answer is checked too.
+    recheck_after_claim: bool,
+    /// What is held is being checked against purges: nothing is sent meanwhile.
+    rechecking: bool,
     /// Held (shared) by every running claim until its statement has finished, even one
     /// whose actor life has ended; a restart takes it whole before it releases the old
     /// life's claims, so that no claim of that life commits after the release and holds
@@ -207,6 +217,8 @@ impl DeliveryActor {
             recording: HashMap::new(),
             claimed_while_recording: HashMap::new(),
             cancelled_while_claiming: HashSet::new(),
+            recheck_after_claim: false,
+            rechecking: false,
             fetching: false,
             claims_running: Arc::default(),
             fetch_again: false,
@@ -317,7 +329,11 @@ impl DeliveryActor {
             match page {
                 Ok(mut page) => {
                     page.due.retain(|d| !cancelled.contains(&d.delivery_id));
-                    actor.start_due(page, ctx)
+                    actor.start_due(page, ctx);
+                    if std::mem::take(&mut actor.recheck_after_claim) {
+                        let recheck = actor.recheck_held();
+                        ctx.spawn(recheck);
+                    }
                 }
                 // The store is down or full: look again soon (the store's health
                 // says why, once, in the log).
@@ -408,7 +424,7 @@ impl DeliveryActor {
             ctx.cancel_future(timer);
         }
         let slots = self.health.slots(self.settings.max_in_flight);
-        if self.paused || self.draining.is_some() {
+        if self.paused || self.draining.is_some() || self.rechecking {
             return;
         }
         if self.health.probing() {
@@ -1130,6 +1146,8 @@ impl Supervised for DeliveryActor {
         self.restarted = true;
         self.fetching = false;
         self.cancelled_while_claiming.clear();
+        self.recheck_after_claim = false;
+        self.rechecking = false;
         self.fetch_again = false;
         self.wake = None;
         self.client = None;
@@ -1154,7 +1172,75 @@ impl Handler<Cancel> for DeliveryActor {
     type Result = ();
 
     fn handle(&mut self, msg: Cancel, ctx: &mut Context<Self>) {
-        for id in msg.delivery_ids {
+        self.drop_purged(msg.delivery_ids, ctx);
+    }
+}
+
+impl Handler<Recheck> for DeliveryActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Recheck, _ctx: &mut Context<Self>) -> Self::Result {
+        self.rechecking = true;
+        if self.fetching {
+            // The claim's answer may hold purged deliveries too: checked with it.
+            self.recheck_after_claim = true;
+            return Box::pin(fut::ready(()));
+        }
+        self.recheck_held()
+    }
+}
+
+impl DeliveryActor {
+    /// Checks what is held (buffered or on the wire) against the store, sending nothing
+    /// until the store has said, and drops what was purged.
+    fn recheck_held(&mut self) -> ResponseActFuture<Self, ()> {
+        self.rechecking = true;
+        // Not those being recorded: finished by this actor, no longer pending.
+        let held: Vec<i64> = self
+            .buffer
+            .iter()
+            .map(|d| d.delivery_id)
+            .chain(self.members.keys().copied())
+            .collect();
+        let checked = self.store.still_pending(held.clone());
+        Box::pin(checked.into_actor(self).map(move |answer, actor, ctx| {
+            actor.rechecking = false;
+            let still: HashSet<i64> = match answer {
+                Ok(still) => still.into_iter().collect(),
+                Err(e) => {
+                    log::warn!(
+                        "delivery {}: cannot check its deliveries against purges ({e})",
+                        actor.name()
+                    );
+                    actor.send_buffered(ctx);
+                    return;
+                }
+            };
+            // Gone from the store and still held: an attempt that ended meanwhile was
+            // recorded, not purged.
+            let purged: Vec<i64> = held
+                .into_iter()
+                .filter(|id| !still.contains(id))
+                .filter(|id| {
+                    actor.members.contains_key(id)
+                        || actor.buffer.iter().any(|d| d.delivery_id == *id)
+                })
+                .collect();
+            if !purged.is_empty() {
+                log::info!(
+                    "delivery {}: {} delivery(ies) purged while signals were missed; dropped",
+                    actor.name(),
+                    purged.len()
+                );
+                actor.drop_purged(purged, ctx);
+            }
+            actor.send_buffered(ctx);
+        }))
+    }
+
+    /// Stops attempting these deliveries: a regulation purged them from the store.
+    fn drop_purged(&mut self, delivery_ids: Vec<i64>, ctx: &mut Context<Self>) {
+        for id in delivery_ids {
             // A request carrying it is cut whole; its other deliveries stay claimed and
             // are sent again once their claim runs out.
             if let Some(key) = self.members.remove(&id) {

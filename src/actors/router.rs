@@ -22,8 +22,8 @@ use actix::prelude::*;
 use futures_util::future::join_all;
 
 use super::delivery::{
-    ActorIdle, Cancel, DeliveryActor, Drain, Fail, Reconfigure, Retire, SetLease, SetPaused,
-    Surroundings, Target, WorkAvailable,
+    ActorIdle, Cancel, DeliveryActor, Drain, Fail, Recheck, Reconfigure, Retire, SetLease,
+    SetPaused, Surroundings, Target, WorkAvailable,
 };
 use super::notifier::Notify;
 use crate::config::SharedConfig;
@@ -239,6 +239,32 @@ impl Router {
         }
     }
 
+    /// Signals may have been missed: every actor checks what it holds against purges,
+    /// and the pauses are read again.
+    fn catch_up(&mut self, ctx: &mut Context<Self>) {
+        for addr in self.actors.values() {
+            addr.do_send(Recheck);
+        }
+        let pauses = self.store.paused_destinations();
+        ctx.spawn(pauses.into_actor(self).map(|answer, router, _ctx| {
+            let now: HashSet<DestinationKey> = match answer {
+                Ok(keys) => keys.into_iter().collect(),
+                Err(e) => {
+                    log::warn!("router: cannot read pauses again ({e}); the last heard hold");
+                    return;
+                }
+            };
+            let paused: Vec<DestinationKey> = now.difference(&router.paused).cloned().collect();
+            let resumed: Vec<DestinationKey> = router.paused.difference(&now).cloned().collect();
+            for key in paused {
+                router.set_paused(key, true);
+            }
+            for key in resumed {
+                router.set_paused(key, false);
+            }
+        }));
+    }
+
     fn set_paused(&mut self, key: DestinationKey, paused: bool) {
         if paused {
             self.paused.insert(key.clone());
@@ -264,9 +290,14 @@ impl Actor for Router {
             let router = ctx.address();
             actix::spawn(async move {
                 while let Some(signal) = signals.recv().await {
-                    if router.try_send(Signalled(signal)).is_err() {
-                        // Work is in the store; a full mailbox only delays it to a poll.
-                        log::debug!("router: busy; a signal waits for the next poll");
+                    if let ClusterSignal::Work(_) = signal {
+                        if router.try_send(Signalled(signal)).is_err() {
+                            // Work is in the store; a full mailbox only delays it to a poll.
+                            log::debug!("router: busy; a signal waits for the next poll");
+                        }
+                    } else if router.send(Signalled(signal)).await.is_err() {
+                        // Not to be lost (a purged delivery held would be sent): wait.
+                        break; // The router is gone.
                     }
                 }
             });
@@ -379,7 +410,7 @@ impl Handler<UseNotifier> for Router {
 impl Handler<Signalled> for Router {
     type Result = ();
 
-    fn handle(&mut self, msg: Signalled, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Signalled, ctx: &mut Context<Self>) {
         match msg.0 {
             ClusterSignal::Work(keys) => {
                 for (source, destination) in keys {
@@ -391,6 +422,7 @@ impl Handler<Signalled> for Router {
                 destination,
                 paused,
             } => self.set_paused(destination, paused),
+            ClusterSignal::Missed => self.catch_up(ctx),
         }
     }
 }

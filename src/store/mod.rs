@@ -93,6 +93,10 @@ pub trait Store: Send + Sync + 'static {
     /// The `(source, destination)` pairs that have pending deliveries.
     fn pending_destinations(&self) -> StoreFuture<Vec<DestinationKey>>;
 
+    /// Those of `delivery_ids` still pending: a purged one is gone, a finished one
+    /// delivered or dead.
+    fn still_pending(&self, delivery_ids: Vec<i64>) -> StoreFuture<Vec<i64>>;
+
     /// The deliveries, with their attempts, of the latest event of `source` with `message_id`.
     fn deliveries_of(&self, source: &str, message_id: &str) -> StoreFuture<Vec<DeliveryStatus>>;
 
@@ -168,8 +172,9 @@ pub trait Store: Send + Sync + 'static {
     /// What the writes of the other instances on this store signal at their commit
     /// (this one hears its own writes directly), once: [`Store::append`], [`Store::replay_dead_letters`] and the
     /// notifications of [`Store::apply_regulation`] signal work for their destinations,
-    /// a regulation the deliveries it purged, [`Store::set_paused`] the pause. `None`
-    /// where the store has one instance, which hears its own writes directly.
+    /// a regulation the deliveries it purged, [`Store::set_paused`] the pause; after its
+    /// connection to them was cut, [`ClusterSignal::Missed`]. `None` where the store has
+    /// one instance, which hears its own writes directly.
     fn take_signals(&self) -> Option<tokio::sync::mpsc::Receiver<ClusterSignal>>;
 
     /// The stored decisions about every destination that has any.

@@ -409,6 +409,9 @@ pub enum ClusterSignal {
         destination: DestinationKey,
         paused: bool,
     },
+    /// Never sent by an instance: this instance's listener was cut off and listens again,
+    /// so signals of that time may have been missed (cancellations and pauses among them).
+    Missed,
 }
 
 /// What webhookd decided about a destination from its receiver's answers, kept across

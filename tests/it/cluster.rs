@@ -412,40 +412,37 @@ fn a_cluster_killed_again_and_again_loses_no_acknowledged_event() {
     assert!(acked.len() > 100, "the clients got through");
 }
 
-/// A cancellation from another instance can reach a delivery actor while its claim is on
-/// its way: the claim took the deliveries just before the regulation's purge committed,
-/// and its answer comes after the cancellation. The actor must still drop them. Here the
-/// claim is held on a lock on the leases (which claims read and nothing else here
-/// touches), and the test, in this process, hands the actor the cancellation as the
-/// router would.
-#[test]
-fn a_delivery_cancelled_while_its_claim_runs_is_not_sent() {
-    use webhookd::actors::delivery::{ActorIdle, Cancel, DeliveryActor, Surroundings};
-    use webhookd::store::{Heartbeat, InstanceInfo, NewEvent};
+/// One delivery actor of `web`/`hook` run in this process on PostgreSQL, as the router
+/// would run it, with two events stored for it: "purged" and "kept".
+struct ActorOnPostgres {
+    config: webhookd::config::Config,
+    store: Arc<dyn webhookd::store::Store>,
+    lease: webhookd::store::Lease,
+    /// The delivery of "purged".
+    purged: i64,
+}
 
-    struct IdleIgnored;
-    impl actix::Actor for IdleIgnored {
-        type Context = actix::Context<Self>;
-    }
-    impl actix::Handler<ActorIdle> for IdleIgnored {
-        type Result = ();
-        fn handle(&mut self, _: ActorIdle, _: &mut Self::Context) {}
-    }
+/// Takes the actor's `ActorIdle` reports, which a router would act on.
+struct IdleIgnored;
 
-    if !postgres_available() {
-        return;
-    }
-    let receiver = Receiver::start(|_, _| Reply::status(200));
-    let database = TestDatabase::create();
-    let config = webhookd::config::Config::from_toml(&format!(
-        "[storage]\nbackend = \"postgres\"\nurl = {:?}\n{}",
-        database.url,
-        crate::common::web_to_hook(&receiver)
-    ))
-    .unwrap();
-    let database = &database;
-    actix_rt::System::new().block_on(async move {
-        use actix::Actor;
+impl actix::Actor for IdleIgnored {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<webhookd::actors::delivery::ActorIdle> for IdleIgnored {
+    type Result = ();
+    fn handle(&mut self, _: webhookd::actors::delivery::ActorIdle, _: &mut Self::Context) {}
+}
+
+impl ActorOnPostgres {
+    async fn prepare(database: &TestDatabase, receiver: &Receiver) -> ActorOnPostgres {
+        use webhookd::store::{Heartbeat, InstanceInfo, NewEvent};
+        let config = webhookd::config::Config::from_toml(&format!(
+            "[storage]\nbackend = \"postgres\"\nurl = {:?}\n{}",
+            database.url,
+            crate::common::web_to_hook(receiver)
+        ))
+        .unwrap();
         let store = webhookd::store::open(&config.storage, Box::new(|_, _| {}))
             .await
             .unwrap();
@@ -481,8 +478,9 @@ fn a_delivery_cancelled_while_its_claim_runs_is_not_sent() {
             .unwrap()
             .owned
             .remove(0);
-        let mut locker = database.client().await;
-        let purged: i64 = locker
+        let purged: i64 = database
+            .client()
+            .await
             .query_one(
                 "SELECT d.id FROM deliveries d JOIN events e ON e.id = d.event_id
                  WHERE e.message_id = 'purged'",
@@ -491,71 +489,208 @@ fn a_delivery_cancelled_while_its_claim_runs_is_not_sent() {
             .await
             .unwrap()
             .get(0);
-        let lock = locker.transaction().await.unwrap();
-        lock.batch_execute("LOCK TABLE destination_leases IN ACCESS EXCLUSIVE MODE")
-            .await
-            .unwrap();
+        ActorOnPostgres {
+            config,
+            store,
+            lease,
+            purged,
+        }
+    }
 
+    fn start(&self) -> actix::Addr<webhookd::actors::delivery::DeliveryActor> {
+        use actix::Actor;
+        use webhookd::actors::delivery::{DeliveryActor, Surroundings};
         let target = Arc::new(webhookd::delivery::request::Target::new(
             "web",
-            &config.sources[0].destinations[0],
+            &self.config.sources[0].destinations[0],
         ));
         let surroundings = Surroundings {
-            store,
+            store: Arc::clone(&self.store),
             metrics: Arc::new(webhookd::metrics::Metrics::new()),
             on_idle: IdleIgnored.start().recipient(),
             notifier: None,
         };
         let tls = webhookd::delivery::client::tls_config(None).unwrap();
-        let actor =
-            DeliveryActor::new(target, lease, config.delivery.clone(), tls, surroundings).start();
+        let (lease, settings) = (self.lease.clone(), self.config.delivery.clone());
+        DeliveryActor::new(target, lease, settings, tls, surroundings).start()
+    }
+}
 
-        let watcher = database.client().await;
-        let started = Instant::now();
-        loop {
-            let waiting: i64 = watcher
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity
-                     WHERE datname = current_database() AND wait_event_type = 'Lock'
-                       AND query LIKE '%SET claimed_by = $7%'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            if waiting > 0 {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "no claim waited for the lock"
-            );
-            actix_rt::time::sleep(Duration::from_millis(20)).await;
+/// Waits until a claim waits for a lock (bounded).
+async fn until_a_claim_waits(database: &TestDatabase) {
+    let watcher = database.client().await;
+    let started = Instant::now();
+    loop {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'
+                   AND query LIKE '%SET claimed_by = $7%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            return;
         }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no claim waited for the lock"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until "kept" has arrived (bounded), then answers whether "purged" did too: both
+/// were claimed together, and would have left together.
+async fn purged_arrived_beside_kept(receiver: &Receiver) -> bool {
+    let arrived = |id: &str| {
+        receiver
+            .requests()
+            .iter()
+            .any(|r| r.json()["messageId"] == id)
+    };
+    let started = Instant::now();
+    while !arrived("kept") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the claim's other delivery never arrived"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    arrived("purged")
+}
+
+/// A cancellation from another instance can reach a delivery actor while its claim is on
+/// its way: the claim took the deliveries just before the regulation's purge committed,
+/// and its answer comes after the cancellation. The actor must still drop them. Here the
+/// claim is held on a lock on the leases (which claims read and nothing else here
+/// touches), and the test hands the actor the cancellation as the router would.
+#[test]
+fn a_delivery_cancelled_while_its_claim_runs_is_not_sent() {
+    use webhookd::actors::delivery::Cancel;
+    if !postgres_available() {
+        return;
+    }
+    let receiver = Receiver::start(|_, _| Reply::status(200));
+    let database = TestDatabase::create();
+    let database = &database;
+    actix_rt::System::new().block_on(async move {
+        let setup = ActorOnPostgres::prepare(database, &receiver).await;
+        let mut locker = database.client().await;
+        let lock = locker.transaction().await.unwrap();
+        lock.batch_execute("LOCK TABLE destination_leases IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        let actor = setup.start();
+        until_a_claim_waits(database).await;
         // Handled before the claim can answer: the lock still holds it.
         actor
             .send(Cancel {
-                delivery_ids: vec![purged],
+                delivery_ids: vec![setup.purged],
             })
             .await
             .unwrap();
         lock.commit().await.unwrap();
+        assert!(
+            !purged_arrived_beside_kept(&receiver).await,
+            "a cancelled delivery was sent"
+        );
+    });
+}
 
-        let arrived = |id: &str| {
-            receiver
-                .requests()
-                .iter()
-                .any(|r| r.json()["messageId"] == id)
-        };
+/// An instance whose listener was cut off may have missed a cancellation: its delivery
+/// actors check what they hold against the store before sending more. Here the actor
+/// holds both deliveries (claimed, then paused), "purged" is purged with no signal, and
+/// the actor is told to check, as the router tells it once the listener is back.
+#[test]
+fn a_delivery_purged_while_signals_were_missed_is_not_sent() {
+    use webhookd::actors::delivery::{Recheck, SetPaused};
+    if !postgres_available() {
+        return;
+    }
+    let receiver = Receiver::start(|_, _| Reply::status(200));
+    let database = TestDatabase::create();
+    let database = &database;
+    actix_rt::System::new().block_on(async move {
+        let setup = ActorOnPostgres::prepare(database, &receiver).await;
+        let mut locker = database.client().await;
+        let lock = locker.transaction().await.unwrap();
+        lock.batch_execute("LOCK TABLE destination_leases IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        let actor = setup.start();
+        until_a_claim_waits(database).await;
+        // Paused with the claim on its way: what it answers stays in the buffer.
+        actor.send(SetPaused(true)).await.unwrap();
+        lock.commit().await.unwrap();
         let started = Instant::now();
-        while !arrived("kept") {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the claim's other delivery never arrived"
-            );
+        let claimed = || async {
+            locker
+                .query_one(
+                    "SELECT claimed_by IS NOT NULL FROM deliveries WHERE id = $1",
+                    &[&setup.purged],
+                )
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+        };
+        while !claimed().await {
+            assert!(started.elapsed() < Duration::from_secs(10), "never claimed");
             actix_rt::time::sleep(Duration::from_millis(20)).await;
         }
-        // Both were claimed together and would have left together.
-        assert!(!arrived("purged"), "a cancelled delivery was sent");
+        // Purged after the claim, and no one told the actor.
+        locker
+            .batch_execute("DELETE FROM events WHERE message_id = 'purged'")
+            .await
+            .unwrap();
+        actor.send(Recheck).await.unwrap();
+        actor.send(SetPaused(false)).await.unwrap();
+        assert!(
+            !purged_arrived_beside_kept(&receiver).await,
+            "a purged delivery was sent"
+        );
     });
+}
+
+/// An instance whose listener was cut off may have missed a pause or a resume: once it
+/// listens again it reads the pauses from the store. Here a resume is written straight to
+/// the database, unheard, and the instance's listener is cut: the held event arrives.
+#[test]
+fn a_resume_missed_while_the_listener_was_cut_is_caught_up() {
+    if !postgres_available() {
+        return;
+    }
+    let receiver = Receiver::ok();
+    let database = Arc::new(TestDatabase::create());
+    let service = Webhookd::start_on(
+        Some(Arc::clone(&database)),
+        &crate::common::web_to_hook(&receiver),
+        &admin_keys(),
+    );
+    let paused = admin(
+        "POST",
+        &service.url("/admin/v1/destinations/web/hook/pause"),
+        None,
+    );
+    assert_eq!(paused.status, 200, "{paused:?}");
+    let body = json!({"userId": "u1", "event": "Held", "messageId": "held"});
+    assert_eq!(service.post("/v1/track", &body).status, 200);
+    let resumed = database.query_text(
+        "WITH resumed AS (DELETE FROM paused_destinations RETURNING 1)
+         SELECT count(*) FROM resumed",
+    );
+    assert_eq!(resumed, "1");
+    assert_eq!(receiver.count(), 0, "paused");
+    let cut = database.query_text(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND query LIKE 'LISTEN%') cut",
+    );
+    assert_eq!(cut, "1", "one listener");
+    assert!(
+        receiver.wait_for(1, Duration::from_secs(20)),
+        "the resume was never caught up"
+    );
+    assert_eq!(receiver.requests()[0].json()["messageId"], "held");
 }

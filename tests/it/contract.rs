@@ -666,6 +666,15 @@ fn regulations_remove_their_users_once(b: &Backend) {
         b.run(s.find_event("app", "g4")).unwrap().is_some(),
         "another source"
     );
+    // An actor that missed the cancellation asks: only the kept one is pending.
+    let kept = b.run(s.deliveries_of("web", "k1")).unwrap()[0].delivery_id;
+    let held = vec![
+        due[0].delivery_id,
+        due[1].delivery_id,
+        applied.purged[0].delivery_id,
+        kept,
+    ];
+    assert_eq!(b.run(s.still_pending(held)).unwrap(), [kept]);
     // Applied once.
     let twice = b.run(s.apply_regulation(plan)).unwrap();
     assert_eq!((twice.events_removed, twice.purged.len()), (0, 0));
@@ -1051,4 +1060,39 @@ fn a_postgres_store_hears_cancellations_from_the_moment_it_is_open() {
         });
         assert_eq!(heard.ok().flatten(), Some(cancel), "round {round}");
     }
+}
+
+/// A PostgreSQL store whose listener is cut off says, once it listens again, that signals
+/// may have been missed, and hears them again.
+#[test]
+fn a_postgres_store_says_when_it_may_have_missed_signals() {
+    use webhookd::store::ClusterSignal;
+    if !postgres_available() {
+        return;
+    }
+    let b = Backend::postgres().unwrap();
+    let mut signals = b.store.take_signals().expect("a PostgreSQL store signals");
+    let other = b.run(b._database.as_ref().unwrap().client());
+    let cut = b
+        .run(other.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+            &[],
+        ))
+        .unwrap();
+    assert_eq!(cut, 1, "one listener");
+    let next = |signals: &mut tokio::sync::mpsc::Receiver<ClusterSignal>| {
+        b.run(async {
+            actix_rt::time::timeout(std::time::Duration::from_secs(10), signals.recv())
+                .await
+                .ok()
+                .flatten()
+        })
+    };
+    assert_eq!(next(&mut signals), Some(ClusterSignal::Missed));
+    let work = ClusterSignal::Work(vec![key("web", "d")]);
+    let payload = serde_json::json!({"origin": "another instance", "signal": work});
+    b.run(other.execute("SELECT pg_notify('webhookd', $1)", &[&payload.to_string()]))
+        .unwrap();
+    assert_eq!(next(&mut signals), Some(work));
 }

@@ -61,6 +61,10 @@ async fn listen_once(
                     done.map_err(|e| e.to_string())?;
                     if std::mem::take(was_down) {
                         log::info!("store: listener connected again");
+                        // What was signalled meanwhile is looked up instead.
+                        if signals.send(ClusterSignal::Missed).await.is_err() {
+                            return Ok(());
+                        }
                     }
                     if let Some(listening) = listening.take() {
                         let _ = listening.send(());

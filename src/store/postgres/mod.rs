@@ -424,6 +424,20 @@ impl Store for PostgresStore {
         })
     }
 
+    fn still_pending(&self, delivery_ids: Vec<i64>) -> StoreFuture<Vec<i64>> {
+        self.run(false, move |pool| async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let rows = client
+                .query(
+                    "SELECT id FROM deliveries WHERE id = ANY($1) AND state = 'pending'",
+                    &[&delivery_ids],
+                )
+                .await
+                .map_err(pg_error)?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+    }
+
     fn deliveries_of(&self, source: &str, message_id: &str) -> StoreFuture<Vec<DeliveryStatus>> {
         let (source, message_id) = (source.to_string(), message_id.to_string());
         self.run(false, move |pool| async move {

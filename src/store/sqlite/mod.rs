@@ -324,6 +324,21 @@ impl Store for SqliteStore {
         })
     }
 
+    fn still_pending(&self, delivery_ids: Vec<i64>) -> StoreFuture<Vec<i64>> {
+        self.read(move |conn| {
+            // One lookup each: the ids are those one delivery actor holds.
+            let mut pending = conn
+                .prepare_cached("SELECT 1 FROM deliveries WHERE id = ?1 AND state = 'pending'")?;
+            let mut still = Vec::new();
+            for id in delivery_ids {
+                if pending.exists(params![id])? {
+                    still.push(id);
+                }
+            }
+            Ok(still)
+        })
+    }
+
     fn deliveries_of(&self, source: &str, message_id: &str) -> StoreFuture<Vec<DeliveryStatus>> {
         let (source, message_id) = (source.to_string(), message_id.to_string());
         self.read(move |conn| {
