@@ -20,7 +20,7 @@ pub struct Backend {
     runtime: actix_rt::SystemRunner,
     config: StorageConfig,
     _dir: Option<tempfile::TempDir>,
-    _database: Option<TestDatabase>,
+    database: Option<TestDatabase>,
 }
 
 impl Backend {
@@ -61,7 +61,7 @@ impl Backend {
             runtime,
             config,
             _dir: dir,
-            _database: database,
+            database,
         }
     }
 
@@ -981,7 +981,7 @@ fn outcomes_handed_in_together_share_write_jobs_on_sqlite() {
         runtime,
         config,
         _dir: Some(dir),
-        _database: None,
+        database: None,
     };
     let s = b.store.as_ref();
     let events = (0..300)
@@ -1072,7 +1072,7 @@ fn a_postgres_store_says_when_it_may_have_missed_signals() {
     }
     let b = Backend::postgres().unwrap();
     let mut signals = b.store.take_signals().expect("a PostgreSQL store signals");
-    let other = b.run(b._database.as_ref().unwrap().client());
+    let other = b.run(b.database.as_ref().unwrap().client());
     let cut = b
         .run(other.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
