@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::common::postgres::{postgres_available, TestDatabase};
+use crate::common::postgres::{postgres_available, TableLock, TestDatabase};
 use crate::common::receiver::{Receiver, Reply};
 use crate::common::{
     admin, basic_auth, try_post, wait_until, Webhookd, ADMIN_TOKEN, TEST_LEASE_S, WRITE_KEY,
@@ -497,6 +497,21 @@ impl ActorOnPostgres {
         }
     }
 
+    /// Starts the actor with its first claim held on a lock on the leases (which claims
+    /// read and nothing else here touches); the claim goes on once the lock is released.
+    async fn start_with_its_claim_held(
+        &self,
+        database: &TestDatabase,
+    ) -> (
+        actix::Addr<webhookd::actors::delivery::DeliveryActor>,
+        TableLock,
+    ) {
+        let lock = database.lock_table("destination_leases").await;
+        let actor = self.start();
+        lock.until_a_claim_waits().await;
+        (actor, lock)
+    }
+
     fn start(&self) -> actix::Addr<webhookd::actors::delivery::DeliveryActor> {
         use actix::Actor;
         use webhookd::actors::delivery::{DeliveryActor, Surroundings};
@@ -513,32 +528,6 @@ impl ActorOnPostgres {
         let tls = webhookd::delivery::client::tls_config(None).unwrap();
         let (lease, settings) = (self.lease.clone(), self.config.delivery.clone());
         DeliveryActor::new(target, lease, settings, tls, surroundings).start()
-    }
-}
-
-/// Waits until a claim waits for a lock (bounded).
-async fn until_a_claim_waits(database: &TestDatabase) {
-    let watcher = database.client().await;
-    let started = Instant::now();
-    loop {
-        let waiting: i64 = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'
-                   AND query LIKE '%SET claimed_by = $7%'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting > 0 {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no claim waited for the lock"
-        );
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -578,13 +567,7 @@ fn a_delivery_cancelled_while_its_claim_runs_is_not_sent() {
     let database = &database;
     actix_rt::System::new().block_on(async move {
         let setup = ActorOnPostgres::prepare(database, &receiver).await;
-        let mut locker = database.client().await;
-        let lock = locker.transaction().await.unwrap();
-        lock.batch_execute("LOCK TABLE destination_leases IN ACCESS EXCLUSIVE MODE")
-            .await
-            .unwrap();
-        let actor = setup.start();
-        until_a_claim_waits(database).await;
+        let (actor, lock) = setup.start_with_its_claim_held(database).await;
         // Handled before the claim can answer: the lock still holds it.
         actor
             .send(Cancel {
@@ -592,7 +575,7 @@ fn a_delivery_cancelled_while_its_claim_runs_is_not_sent() {
             })
             .await
             .unwrap();
-        lock.commit().await.unwrap();
+        lock.release().await;
         assert!(
             !purged_arrived_beside_kept(&receiver).await,
             "a cancelled delivery was sent"
@@ -615,16 +598,10 @@ fn a_delivery_purged_while_signals_were_missed_is_not_sent() {
     let database = &database;
     actix_rt::System::new().block_on(async move {
         let setup = ActorOnPostgres::prepare(database, &receiver).await;
-        let mut locker = database.client().await;
-        let lock = locker.transaction().await.unwrap();
-        lock.batch_execute("LOCK TABLE destination_leases IN ACCESS EXCLUSIVE MODE")
-            .await
-            .unwrap();
-        let actor = setup.start();
-        until_a_claim_waits(database).await;
+        let (actor, lock) = setup.start_with_its_claim_held(database).await;
         // Paused with the claim on its way: what it answers stays in the buffer.
         actor.send(SetPaused(true)).await.unwrap();
-        lock.commit().await.unwrap();
+        let locker = lock.release().await;
         let started = Instant::now();
         let claimed = || async {
             locker

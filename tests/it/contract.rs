@@ -1031,31 +1031,21 @@ fn a_postgres_store_hears_cancellations_from_the_moment_it_is_open() {
     if !postgres_available() {
         return;
     }
-    let database = TestDatabase::create();
-    let config = StorageConfig {
-        backend: StorageBackend::Postgres,
-        url: Some(StorageUrl::new(database.url.clone())),
-        pool_size: 2,
-        ..StorageConfig::default()
-    };
-    let runtime = actix_rt::System::new();
+    let b = Backend::postgres().unwrap();
     // Connected before the store opens, so the cancellation leaves at once.
-    let other = runtime.block_on(database.client());
+    let other = b.run(b.database.as_ref().unwrap().client());
     for round in 0..5 {
-        let store = runtime
-            .block_on(store::open(&config, Box::new(|_, _| {})))
-            .unwrap();
+        let store = b.reopen_beside().unwrap();
         let cancel = ClusterSignal::Cancel(vec![PurgedDelivery {
             source: "web".into(),
             destination: "d".into(),
             delivery_id: round,
         }]);
         let payload = serde_json::json!({"origin": "another instance", "signal": cancel});
-        runtime
-            .block_on(other.execute("SELECT pg_notify('webhookd', $1)", &[&payload.to_string()]))
+        b.run(other.execute("SELECT pg_notify('webhookd', $1)", &[&payload.to_string()]))
             .unwrap();
         let mut signals = store.take_signals().expect("a PostgreSQL store signals");
-        let heard = runtime.block_on(async {
+        let heard = b.run(async {
             actix_rt::time::timeout(std::time::Duration::from_secs(10), signals.recv()).await
         });
         assert_eq!(heard.ok().flatten(), Some(cancel), "round {round}");

@@ -162,35 +162,11 @@ fn a_restart_releases_the_failed_life_s_claims_after_its_last_claim_commits() {
         // Failed once each: they are retried, claim after claim.
         assert!(poll(Duration::from_secs(30), || receiver.count() >= 20).await);
 
-        let mut locker = database.client().await;
-        let lock = locker.transaction().await.unwrap();
-        lock.batch_execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
-            .await
-            .unwrap();
-        let watcher = database.client().await;
-        let claim_waiting = || async {
-            let row = watcher
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity
-                     WHERE datname = current_database() AND wait_event_type = 'Lock'
-                       AND query LIKE '%SET claimed_by = $7%'",
-                    &[],
-                )
-                .await
-                .unwrap();
-            row.get::<_, i64>(0) > 0
-        };
-        let start = Instant::now();
-        while !claim_waiting().await {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "no claim waited for the lock"
-            );
-            actix_rt::time::sleep(Duration::from_millis(20)).await;
-        }
+        let lock = database.lock_table("events").await;
+        lock.until_a_claim_waits().await;
 
         fail_and_await_restart(&service).await;
-        lock.commit().await.unwrap();
+        lock.release().await;
 
         let before = receiver.count();
         open.store(true, Ordering::SeqCst);

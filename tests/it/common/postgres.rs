@@ -57,6 +57,46 @@ async fn connect() -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     connect_to(&admin_url()).await
 }
 
+/// A table held locked by [`TestDatabase::lock_table`].
+pub struct TableLock {
+    client: tokio_postgres::Client,
+    watcher: tokio_postgres::Client,
+}
+
+impl TableLock {
+    /// Waits until a delivery claim waits for a lock (bounded).
+    pub async fn until_a_claim_waits(&self) {
+        let started = std::time::Instant::now();
+        loop {
+            let waiting: i64 = self
+                .watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'
+                       AND query LIKE '%SET claimed_by = $7%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting > 0 {
+                return;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "no claim waited for the lock"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Commits: what waited goes on. Answers the connection, for more.
+    pub async fn release(self) -> tokio_postgres::Client {
+        self.client.batch_execute("COMMIT").await.expect("unlock");
+        self.client
+    }
+}
+
 /// A database of the test's own, dropped (with its connections) when this is dropped.
 pub struct TestDatabase {
     pub name: String,
@@ -94,6 +134,22 @@ impl TestDatabase {
     /// A connection to the database, served on the calling runtime.
     pub async fn client(&self) -> tokio_postgres::Client {
         connect_to(&self.url).await.expect("the test database")
+    }
+
+    /// Locks `table` (ACCESS EXCLUSIVE) in an open transaction of a connection of its own,
+    /// holding the statements that need it until released.
+    pub async fn lock_table(&self, table: &str) -> TableLock {
+        let client = self.client().await;
+        client
+            .batch_execute(&format!(
+                "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
+            ))
+            .await
+            .expect("lock the table");
+        TableLock {
+            client,
+            watcher: self.client().await,
+        }
     }
 
     /// The first column of the first row of `sql`, as text (NULL as "").
