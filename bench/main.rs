@@ -137,6 +137,10 @@ struct BackendResults {
     backlog_events: u64,
     backlog_ingest_events_per_s: f64,
     backlog_peak_rss_mib: f64,
+    /// A deletion request (`POST /admin/v1/regulations`, to its 202) for a user with no
+    /// events, with the backlog stored: the search for the user's events, the fastest of
+    /// three, milliseconds.
+    backlog_deletion_ms: f64,
     backlog_drain_per_s: f64,
     /// A `/metrics` scrape right after the drain, with every delivery's attempt in the
     /// last hour (the fastest of three), milliseconds.
@@ -466,6 +470,17 @@ impl Bench {
             let sent = load::run(ingest);
             r.backlog_events = sent.ok * 100;
             r.backlog_ingest_events_per_s = sent.per_second() * 100.0;
+            r.backlog_deletion_ms = (0..3)
+                .map(|i| {
+                    let regulation = format!(
+                        r#"{{"regulationType":"DELETE_ONLY","subjectType":"USER_ID","subjectIds":["nobody-{i}"]}}"#
+                    );
+                    let started = Instant::now();
+                    let status = service.post_admin("/admin/v1/regulations", &regulation);
+                    assert_eq!(status, 202, "deletion request");
+                    started.elapsed().as_secs_f64() * 1000.0
+                })
+                .fold(f64::INFINITY, f64::min);
             receiver.reset();
             let started = Instant::now();
             let cpu = service.cpu_seconds();
@@ -853,6 +868,10 @@ fn print_table(r: &Results) {
                 "{} events, peak RSS {:.0} MiB",
                 b.backlog_events, b.backlog_peak_rss_mib
             ),
+        );
+        println!(
+            "{:<44} {:>14.1} {:>8}  ms to the 202, a user with no events",
+            "4 deletion request, backlog stored", b.backlog_deletion_ms, ""
         );
         row(
             "4 backlog drain",

@@ -141,6 +141,27 @@ impl Service {
             .sum()
     }
 
+    /// POSTs `body` (JSON) to the admin API at `path`; the response's status, 0 when none.
+    pub fn post_admin(&self, path: &str, body: &str) -> u16 {
+        use std::io::{Read, Write};
+        let mut text = String::new();
+        if let Ok(mut stream) = std::net::TcpStream::connect(&self.addr) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+            let _ = write!(
+                stream,
+                "POST {path} HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                self.addr,
+                body.len()
+            );
+            let _ = stream.read_to_string(&mut text);
+        }
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|status| status.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// CPU time the process has used so far (user + system), in seconds.
     pub fn cpu_seconds(&self) -> f64 {
         static TICKS_PER_S: std::sync::LazyLock<f64> = std::sync::LazyLock::new(|| {

@@ -48,7 +48,7 @@ pub(super) fn append_events(
             event.body
         ])?;
         let event_id = conn.last_insert_rowid();
-        keys.note(key, event_id);
+        keys.note(key, event.user_id.as_deref(), event_id);
         keys.index_if_reused(conn, indexed_upto, key, event_id)?;
         for destination in &event.destinations {
             insert_delivery.execute(params![

@@ -13,8 +13,12 @@
 //! A key is a 64-bit hash of the pair; every match is checked against the event row, so a
 //! collision costs a read, never a wrong answer. A filter in memory
 //! ([`super::key_filter`]) tells most keys that `message_keys` lacks without reading it.
+//!
+//! The same view keeps the users of those newest events (a hash of each `userId`, beside
+//! the event's id), so that a deletion finds a user's events among them without reading
+//! every one of them in the writer (see user_events.rs).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use rusqlite::functions::FunctionFlags;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -26,8 +30,8 @@ use crate::store::StoreError;
 /// The fewest events past the last indexed one after which they are added to
 /// `message_keys`.
 pub(super) const FLUSH_AT_LEAST: usize = 32_768;
-/// The most: it bounds the writer's map (about 40 bytes a key) and the scans of the
-/// newest events (the admin API's lookups, a deletion's search for a user's events).
+/// The most: it bounds the writer's view (about 40 bytes a key, 16 more for a user) and
+/// the admin API's scans of the newest events.
 pub(super) const FLUSH_AT_MOST: usize = 262_144;
 
 /// Events past the last indexed one after which they are added to `message_keys`, which
@@ -38,6 +42,12 @@ pub(super) const FLUSH_AT_MOST: usize = 262_144;
 /// them about the same.
 fn flush_at(indexed: usize) -> usize {
     (indexed / 4).clamp(FLUSH_AT_LEAST, FLUSH_AT_MOST)
+}
+
+/// The key of a `userId` in the writer's view of the newest events. Only in memory, so
+/// free to change between builds.
+pub(super) fn user_key(user_id: &str) -> i64 {
+    xxhash_rust::xxh3::xxh3_64(user_id.as_bytes()) as i64
 }
 
 /// The SQL name of [`message_key`], for the migration, the flush and the delete trigger.
@@ -77,6 +87,11 @@ pub(super) struct RecentKeys {
     /// Key → the newest event id above `indexed_upto` with that key. May name an event
     /// that was rolled back or deleted since: every hit is checked against the row.
     recent: HashMap<i64, i64>,
+    /// ([`user_key`] of its `userId`, id) of every event above `indexed_upto` that has a
+    /// user (16 bytes each). Holds some events rolled back or deleted since, and may hold
+    /// an id twice (SQLite reuses the id of a deleted newest event): every hit is checked
+    /// against the row. Never lacks one: a user's events are found from it.
+    recent_users: Vec<(i64, i64)>,
     /// A flush is waiting for the writer; no second one is queued meanwhile.
     flush_queued: bool,
     /// Every key in `message_keys` (and some no longer there).
@@ -107,17 +122,23 @@ impl RecentKeys {
     pub(super) fn load(conn: &Connection) -> Result<RecentKeys, StoreError> {
         let indexed_upto = indexed_upto(conn)?;
         let mut recent = HashMap::new();
-        let mut tail =
-            conn.prepare("SELECT id, source, message_id FROM events WHERE id > ?1 ORDER BY id")?;
+        let mut recent_users = Vec::new();
+        let mut tail = conn.prepare(
+            "SELECT id, source, message_id, user_id FROM events WHERE id > ?1 ORDER BY id",
+        )?;
         let mut rows = tail.query(params![indexed_upto])?;
         while let Some(row) = rows.next()? {
             let (id, source, message_id): (i64, String, String) =
                 (row.get(0)?, row.get(1)?, row.get(2)?);
             recent.insert(message_key(&source, &message_id), id);
+            if let Some(user_id) = row.get::<_, Option<String>>(3)? {
+                recent_users.push((user_key(&user_id), id));
+            }
         }
         Ok(RecentKeys {
             indexed_upto,
             recent,
+            recent_users,
             flush_queued: false,
             filter: KeyFilter::of_table(conn)?,
             indexed_meanwhile: Vec::new(),
@@ -125,8 +146,22 @@ impl RecentKeys {
     }
 
     /// Records an event just inserted (in the writer's open transaction).
-    pub(super) fn note(&mut self, key: i64, event_id: i64) {
+    pub(super) fn note(&mut self, key: i64, user_id: Option<&str>, event_id: i64) {
         self.recent.insert(key, event_id);
+        if let Some(user_id) = user_id {
+            self.recent_users.push((user_key(user_id), event_id));
+        }
+    }
+
+    /// Ids of the events above `indexed_upto` that may be of a user whose [`user_key`] is
+    /// in `wanted`: every one that is, and perhaps others (to check against the rows),
+    /// each once, in id order.
+    pub(super) fn recent_events_of(&self, wanted: &HashSet<i64>) -> BTreeSet<i64> {
+        self.recent_users
+            .iter()
+            .filter(|(user, _)| wanted.contains(user))
+            .map(|&(_, id)| id)
+            .collect()
     }
 
     /// Whether a flush should be queued now; once it says yes, it says no until that
@@ -162,6 +197,7 @@ impl RecentKeys {
         }
         self.indexed_upto = upto;
         self.recent.retain(|_, id| *id > upto);
+        self.recent_users.retain(|&(_, id)| id > upto);
     }
 
     /// Indexes an event at once when its id is at or below `indexed_upto` (read in the
@@ -350,6 +386,11 @@ pub(super) mod testing {
         }
     }
 
+    /// How many of the newest events' users the writer's view holds.
+    pub(in crate::store::sqlite) fn users_in_view(keys: &RecentKeys) -> usize {
+        keys.recent_users.len()
+    }
+
     /// Flushes as the writer does, as if the flush committed.
     pub(in crate::store::sqlite) fn flush_now(conn: &Connection, keys: &mut RecentKeys) {
         let flushed = flush(conn, keys).unwrap();
@@ -421,7 +462,7 @@ mod tests {
         let mut noted = 0;
         while !keys.wants_flush() {
             noted += 1;
-            keys.note(noted as i64, noted as i64);
+            keys.note(noted as i64, None, noted as i64);
         }
         noted
     }

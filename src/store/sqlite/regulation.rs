@@ -92,7 +92,7 @@ pub(super) fn apply(
     )?;
     // Every event of each subject, delivered or not (the notifications of earlier
     // regulations stay: they are what receivers were told).
-    let events = super::user_events::events_of_users(conn, &plan.subject_ids)?;
+    let events = super::user_events::events_of_users(conn, keys, &plan.subject_ids)?;
     for (event_id, source) in events.into_iter().filter(|(_, s)| covered(s)) {
         let deliveries: Vec<(i64, String, String)> = deliveries_of
             .query_map(params![event_id], |row| {
