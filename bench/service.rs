@@ -121,20 +121,23 @@ impl Service {
         format!("http://{}{path}", self.addr)
     }
 
-    /// The sum of metric `name`'s samples whose labels include `label` (`k="v"`; "" for
-    /// any), from `/metrics`.
-    pub fn metric(&self, name: &str, label: &str) -> f64 {
+    /// Sends `head` (request line and headers, without the blank line) and `body` over
+    /// HTTP/1.0, and reads the whole response ("" when there is none within `limit`).
+    fn exchange(&self, head: &str, body: &str, limit: Duration) -> String {
         use std::io::{Read, Write};
         let mut text = String::new();
         if let Ok(mut stream) = std::net::TcpStream::connect(&self.addr) {
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-            let _ = write!(
-                stream,
-                "GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n",
-                self.addr
-            );
+            let _ = stream.set_read_timeout(Some(limit));
+            let _ = write!(stream, "{head}\r\nHost: {}\r\n\r\n{body}", self.addr);
             let _ = stream.read_to_string(&mut text);
         }
+        text
+    }
+
+    /// The sum of metric `name`'s samples whose labels include `label` (`k="v"`; "" for
+    /// any), from `/metrics`.
+    pub fn metric(&self, name: &str, label: &str) -> f64 {
+        let text = self.exchange("GET /metrics HTTP/1.0", "", Duration::from_secs(30));
         text.lines()
             .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(label))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -143,19 +146,12 @@ impl Service {
 
     /// POSTs `body` (JSON) to the admin API at `path`; the response's status, 0 when none.
     pub fn post_admin(&self, path: &str, body: &str) -> u16 {
-        use std::io::{Read, Write};
-        let mut text = String::new();
-        if let Ok(mut stream) = std::net::TcpStream::connect(&self.addr) {
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
-            let _ = write!(
-                stream,
-                "POST {path} HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
-                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                self.addr,
-                body.len()
-            );
-            let _ = stream.read_to_string(&mut text);
-        }
+        let head = format!(
+            "POST {path} HTTP/1.0\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}",
+            body.len()
+        );
+        let text = self.exchange(&head, body, Duration::from_secs(60));
         text.split_whitespace()
             .nth(1)
             .and_then(|status| status.parse().ok())
