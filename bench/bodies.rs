@@ -50,6 +50,12 @@ impl Body {
         Body::new(vec![value], Ids::Random)
     }
 
+    /// Each template's parts (the ids go between them), and which ids: for a generator
+    /// that makes bodies itself.
+    pub fn templates(&self) -> (&[Vec<Bytes>], Ids) {
+        (&self.templates, self.ids)
+    }
+
     pub fn make(&self) -> Bytes {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.templates.len();
         let parts = &self.templates[i];

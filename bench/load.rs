@@ -22,6 +22,10 @@ pub struct Load {
     pub max_requests: Option<u64>,
     /// Requests per second across all connections; `None`: as fast as answers come.
     pub rate: Option<f64>,
+    /// Post with `wrk`, as the raw limit is measured, where it can post this load (one
+    /// URL, full speed, for a time) and is installed; else with this harness's generator,
+    /// which takes about twice wrk's CPU per request from the machine webhookd runs on.
+    pub wrk: bool,
 }
 
 /// What came of it.
@@ -41,12 +45,19 @@ impl LoadResult {
     }
 }
 
-/// Runs `load` on a thread of its own and returns when it is done.
+/// Runs `load` (with `wrk` where asked and possible, else on a thread of its own) and
+/// returns when it is done.
 pub fn run(load: Load) -> LoadResult {
     let url = load.urls.join(", ");
-    let result = std::thread::spawn(move || actix_rt::System::new().block_on(generate(load)))
-        .join()
-        .expect("load generator thread");
+    let by_wrk = load
+        .wrk
+        .then(|| crate::wrk::post(&load, &std::env::temp_dir()))
+        .flatten();
+    let result = by_wrk.unwrap_or_else(|| {
+        std::thread::spawn(move || actix_rt::System::new().block_on(generate(load)))
+            .join()
+            .expect("load generator thread")
+    });
     if result.failed > 0 {
         eprintln!("warning: {} request(s) to {url} failed", result.failed);
     }

@@ -38,6 +38,10 @@ struct Args {
     /// Concurrent connections of the load generator.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Post every load with this harness's own generator, even where `wrk` could post it
+    /// (full speed, one URL): the figures of runs before wrk posted them.
+    #[arg(long)]
+    harness_load: bool,
     /// `sqlite`, or `postgres`: every scenario on SQLite and on PostgreSQL side by side,
     /// then 1, 2 and 3 instances on one PostgreSQL database.
     #[arg(long, default_value = "sqlite", value_parser = ["sqlite", "postgres"])]
@@ -84,6 +88,8 @@ struct Results {
     machine: String,
     /// `random UUIDv4` or `ordered UUIDv7`.
     message_ids: String,
+    /// What posts the load at full speed.
+    load_generator: String,
     /// `wrk` posting a fixed track event to the trivial receiver: the raw HTTP limit every
     /// ratio is taken to (to the generator's baseline when `wrk` is not installed).
     raw_limit_requests_per_s: Option<f64>,
@@ -286,6 +292,7 @@ impl Bench {
             duration: Duration::from_secs(self.args.seconds),
             max_requests: None,
             rate: None,
+            wrk: !self.args.harness_load,
         }
     }
 
@@ -727,10 +734,18 @@ fn main() {
     if r.raw_limit_requests_per_s.is_none() {
         eprintln!("wrk not found: ratios are to this harness's generator, which is slower");
     }
-    r.baseline_requests_per_s = load::run(bench.load(
-        vec![bench.receiver.url("/baseline")],
-        Body::fixed(bodies::track_event(0)),
-    ))
+    r.load_generator = if r.raw_limit_requests_per_s.is_some() && !bench.args.harness_load {
+        "wrk -t1 (a Lua script makes each body's ids); this harness's generator for fixed rates and request counts".into()
+    } else {
+        "this harness's generator".into()
+    };
+    r.baseline_requests_per_s = load::run(Load {
+        wrk: false,
+        ..bench.load(
+            vec![bench.receiver.url("/baseline")],
+            Body::fixed(bodies::track_event(0)),
+        )
+    })
     .per_second();
     if !bench.args.retention_only {
         r.sqlite = bench.scenarios(false, None);
@@ -791,6 +806,7 @@ fn print_table(r: &Results) {
         .collect();
     println!("machine: {}", r.machine);
     println!("messageIds: {}", r.message_ids);
+    println!("load at full speed: {}", r.load_generator);
     match r.raw_limit_requests_per_s {
         Some(raw) => {
             println!("1 raw limit: wrk -t1 -c64 posting to a trivial receiver: {raw:.0} requests/s (ratio 1.00)");
