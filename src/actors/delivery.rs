@@ -69,7 +69,8 @@ pub struct Cancel {
 }
 
 /// Signals may have been missed (the instance's listener was cut off): the actor drops
-/// what it holds that a purge removed meanwhile. Answers once the store has said.
+/// what it holds that a purge removed meanwhile. Answers once the store has said; at once
+/// when a claim or another check is running, and the check follows it (sending waits).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Recheck;
@@ -132,6 +133,11 @@ pub struct DeliveryActor {
     recheck_after_claim: bool,
     /// What is held is being checked against purges: nothing is sent meanwhile.
     rechecking: bool,
+    /// A check of what is held is on its way to the store.
+    recheck_running: bool,
+    /// A recheck came while a check was running: that check may have read the store
+    /// before the signals now missed, so another follows it before sending resumes.
+    recheck_again: bool,
     /// Held (shared) by every running claim until its statement has finished, even one
     /// whose actor life has ended; a restart takes it whole before it releases the old
     /// life's claims, so that no claim of that life commits after the release and holds
@@ -219,6 +225,8 @@ impl DeliveryActor {
             cancelled_while_claiming: HashSet::new(),
             recheck_after_claim: false,
             rechecking: false,
+            recheck_running: false,
+            recheck_again: false,
             fetching: false,
             claims_running: Arc::default(),
             fetch_again: false,
@@ -331,8 +339,7 @@ impl DeliveryActor {
                     page.due.retain(|d| !cancelled.contains(&d.delivery_id));
                     actor.start_due(page, ctx);
                     if std::mem::take(&mut actor.recheck_after_claim) {
-                        let recheck = actor.recheck_held();
-                        ctx.spawn(recheck);
+                        actor.recheck_when_free(ctx);
                     }
                 }
                 // The store is down or full: look again soon (the store's health
@@ -1148,6 +1155,8 @@ impl Supervised for DeliveryActor {
         self.cancelled_while_claiming.clear();
         self.recheck_after_claim = false;
         self.rechecking = false;
+        self.recheck_running = false;
+        self.recheck_again = false;
         self.fetch_again = false;
         self.wake = None;
         self.client = None;
@@ -1179,11 +1188,9 @@ impl Handler<Cancel> for DeliveryActor {
 impl Handler<Recheck> for DeliveryActor {
     type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _: Recheck, _ctx: &mut Context<Self>) -> Self::Result {
-        self.rechecking = true;
-        if self.fetching {
-            // The claim's answer may hold purged deliveries too: checked with it.
-            self.recheck_after_claim = true;
+    fn handle(&mut self, _: Recheck, ctx: &mut Context<Self>) -> Self::Result {
+        if self.fetching || self.recheck_running {
+            self.recheck_when_free(ctx);
             return Box::pin(fut::ready(()));
         }
         self.recheck_held()
@@ -1191,10 +1198,38 @@ impl Handler<Recheck> for DeliveryActor {
 }
 
 impl DeliveryActor {
+    /// Stops sending, and checks what is held once no claim or check is running: a
+    /// claim's answer may hold purged deliveries too, and a check running may have read
+    /// the store before the signals now missed.
+    fn recheck_when_free(&mut self, ctx: &mut Context<Self>) {
+        self.rechecking = true;
+        if self.fetching {
+            self.recheck_after_claim = true;
+        } else if self.recheck_running {
+            self.recheck_again = true;
+        } else {
+            let recheck = self.recheck_held();
+            ctx.spawn(recheck);
+        }
+    }
+
+    /// After a check has answered: another if one was asked for meanwhile, else sending
+    /// resumes.
+    fn recheck_done(&mut self, ctx: &mut Context<Self>) {
+        self.recheck_running = false;
+        if std::mem::take(&mut self.recheck_again) {
+            self.recheck_when_free(ctx);
+        } else {
+            self.rechecking = false;
+            self.send_buffered(ctx);
+        }
+    }
+
     /// Checks what is held (buffered or on the wire) against the store, sending nothing
     /// until the store has said, and drops what was purged.
     fn recheck_held(&mut self) -> ResponseActFuture<Self, ()> {
         self.rechecking = true;
+        self.recheck_running = true;
         // Not those being recorded: finished by this actor, no longer pending.
         let held: Vec<i64> = self
             .buffer
@@ -1204,7 +1239,6 @@ impl DeliveryActor {
             .collect();
         let checked = self.store.still_pending(held.clone());
         Box::pin(checked.into_actor(self).map(move |answer, actor, ctx| {
-            actor.rechecking = false;
             let still: HashSet<i64> = match answer {
                 Ok(still) => still.into_iter().collect(),
                 Err(e) => {
@@ -1212,7 +1246,7 @@ impl DeliveryActor {
                         "delivery {}: cannot check its deliveries against purges ({e})",
                         actor.name()
                     );
-                    actor.send_buffered(ctx);
+                    actor.recheck_done(ctx);
                     return;
                 }
             };
@@ -1234,7 +1268,7 @@ impl DeliveryActor {
                 );
                 actor.drop_purged(purged, ctx);
             }
-            actor.send_buffered(ctx);
+            actor.recheck_done(ctx);
         }))
     }
 

@@ -512,6 +512,44 @@ impl ActorOnPostgres {
         (actor, lock)
     }
 
+    /// Starts the actor, pauses it while its claim of both deliveries is held, lets the
+    /// claim through (both wait in its buffer), then purges "purged" with no signal.
+    /// Answers the actor, and a connection to the database for the test's own use.
+    async fn holding_both_paused_one_purged_unheard(
+        &self,
+        database: &TestDatabase,
+    ) -> (
+        actix::Addr<webhookd::actors::delivery::DeliveryActor>,
+        tokio_postgres::Client,
+    ) {
+        use webhookd::actors::delivery::SetPaused;
+        let (actor, lock) = self.start_with_its_claim_held(database).await;
+        // Paused with the claim on its way: what it answers stays in the buffer.
+        actor.send(SetPaused(true)).await.unwrap();
+        let locker = lock.release().await;
+        let started = Instant::now();
+        let claimed = || async {
+            locker
+                .query_one(
+                    "SELECT claimed_by IS NOT NULL FROM deliveries WHERE id = $1",
+                    &[&self.purged],
+                )
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+        };
+        while !claimed().await {
+            assert!(started.elapsed() < Duration::from_secs(10), "never claimed");
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Purged after the claim, and no one told the actor.
+        locker
+            .batch_execute("DELETE FROM events WHERE message_id = 'purged'")
+            .await
+            .unwrap();
+        (actor, locker)
+    }
+
     fn start(&self) -> actix::Addr<webhookd::actors::delivery::DeliveryActor> {
         use actix::Actor;
         use webhookd::actors::delivery::{DeliveryActor, Surroundings};
@@ -598,35 +636,81 @@ fn a_delivery_purged_while_signals_were_missed_is_not_sent() {
     let database = &database;
     actix_rt::System::new().block_on(async move {
         let setup = ActorOnPostgres::prepare(database, &receiver).await;
-        let (actor, lock) = setup.start_with_its_claim_held(database).await;
-        // Paused with the claim on its way: what it answers stays in the buffer.
-        actor.send(SetPaused(true)).await.unwrap();
-        let locker = lock.release().await;
-        let started = Instant::now();
-        let claimed = || async {
-            locker
-                .query_one(
-                    "SELECT claimed_by IS NOT NULL FROM deliveries WHERE id = $1",
-                    &[&setup.purged],
-                )
-                .await
-                .unwrap()
-                .get::<_, bool>(0)
-        };
-        while !claimed().await {
-            assert!(started.elapsed() < Duration::from_secs(10), "never claimed");
-            actix_rt::time::sleep(Duration::from_millis(20)).await;
-        }
-        // Purged after the claim, and no one told the actor.
-        locker
-            .batch_execute("DELETE FROM events WHERE message_id = 'purged'")
-            .await
-            .unwrap();
+        let (actor, _) = setup.holding_both_paused_one_purged_unheard(database).await;
         actor.send(Recheck).await.unwrap();
         actor.send(SetPaused(false)).await.unwrap();
         assert!(
             !purged_arrived_beside_kept(&receiver).await,
             "a purged delivery was sent"
+        );
+    });
+}
+
+/// Two rechecks close together (the listener cut off twice): the first one's answer must
+/// not let sending resume while the second is asked for and unanswered, for the second
+/// may know of a purge the first did not. Here the first check fails (its query,
+/// waiting for a lock on the deliveries, is cancelled) after the second was asked for and
+/// the actor resumed: nothing may go before a later check has answered.
+#[test]
+fn a_recheck_asked_for_while_one_runs_holds_sending_until_it_has_answered() {
+    use webhookd::actors::delivery::{Recheck, SetPaused};
+    if !postgres_available() {
+        return;
+    }
+    let receiver = Receiver::start(|_, _| Reply::status(200));
+    let database = TestDatabase::create();
+    let database = &database;
+    actix_rt::System::new().block_on(async move {
+        let setup = ActorOnPostgres::prepare(database, &receiver).await;
+        let (actor, watcher) = setup.holding_both_paused_one_purged_unheard(database).await;
+        let lock = database.lock_table("deliveries").await;
+        let waiting_checks = || async {
+            watcher
+                .query(
+                    "SELECT pid, query_start::text FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'
+                       AND query LIKE '%id = ANY($1) AND state = ''pending''%'
+                     ORDER BY query_start",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| (row.get::<_, i32>(0), row.get::<_, String>(1)))
+                .collect::<Vec<(i32, String)>>()
+        };
+        let started = Instant::now();
+        actor.do_send(Recheck);
+        let first = loop {
+            if let Some(check) = waiting_checks().await.first() {
+                break check.clone();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no check waited"
+            );
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        };
+        // Handled in order: once this resume answers, the second recheck was asked for.
+        // (A check that follows the first may wait on the same connection: told apart by
+        // when its query started.)
+        actor.do_send(Recheck);
+        actor.send(SetPaused(false)).await.unwrap();
+        watcher
+            .execute("SELECT pg_cancel_backend($1)", &[&first.0])
+            .await
+            .unwrap();
+        while waiting_checks().await.contains(&first) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never cancelled"
+            );
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        lock.release().await;
+        assert!(
+            !purged_arrived_beside_kept(&receiver).await,
+            "sending resumed before the second check answered"
         );
     });
 }
