@@ -49,10 +49,15 @@ impl LoadResult {
 /// returns when it is done.
 pub fn run(load: Load) -> LoadResult {
     let url = load.urls.join(", ");
-    let by_wrk = load
-        .wrk
-        .then(|| crate::wrk::post(&load, &std::env::temp_dir()))
-        .flatten();
+    let by_wrk = if load.wrk && crate::wrk::can_post(&load) {
+        let posted = crate::wrk::post(&load, &std::env::temp_dir());
+        if posted.is_none() {
+            eprintln!("warning: wrk could not post to {url}: the harness's generator does");
+        }
+        posted
+    } else {
+        None
+    };
     let result = by_wrk.unwrap_or_else(|| {
         std::thread::spawn(move || actix_rt::System::new().block_on(generate(load)))
             .join()

@@ -711,7 +711,7 @@ fn main() {
         );
     }
     let postgres = args.backend == "postgres";
-    let bench = Bench {
+    let mut bench = Bench {
         args,
         webhookd,
         receiver: Receiver::start(),
@@ -733,8 +733,9 @@ fn main() {
     );
     if r.raw_limit_requests_per_s.is_none() {
         eprintln!("wrk not found: ratios are to this harness's generator, which is slower");
+        bench.args.harness_load = true;
     }
-    r.load_generator = if r.raw_limit_requests_per_s.is_some() && !bench.args.harness_load {
+    r.load_generator = if !bench.args.harness_load {
         "wrk -t1 (a Lua script makes each body's ids); this harness's generator for fixed rates and request counts".into()
     } else {
         "this harness's generator".into()

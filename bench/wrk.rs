@@ -43,16 +43,16 @@ pub fn raw_limit(url: &str, body: &str, duration: Duration, dir: &Path) -> Optio
         .and_then(|rate| rate.trim().parse().ok())
 }
 
-/// Posts `load` with `wrk -t1` (the tool the raw limit is measured with), a Lua script
-/// making each body from `load.body`'s templates with fresh ids; `None` when the load is
-/// not one wrk can post (a fixed rate, a request count, several URLs) or wrk fails.
+/// Whether wrk can post `load`: one URL, at full speed, for a time.
+pub fn can_post(load: &Load) -> bool {
+    load.urls.len() == 1 && load.rate.is_none() && load.max_requests.is_none()
+}
+
+/// Posts `load` (one that [`can_post`]) with `wrk -t1` (the tool the raw limit is
+/// measured with), a Lua script making each body from `load.body`'s templates with fresh
+/// ids; `None` when wrk is missing or fails.
 pub fn post(load: &Load, dir: &Path) -> Option<LoadResult> {
-    let [url] = load.urls.as_slice() else {
-        return None;
-    };
-    if load.rate.is_some() || load.max_requests.is_some() {
-        return None;
-    }
+    let url = load.urls.first()?;
     let script = dir.join(format!("webhookd-bench-load-{}.lua", std::process::id()));
     std::fs::write(&script, lua_script(load)).ok()?;
     let output = Command::new("wrk")
