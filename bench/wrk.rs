@@ -14,33 +14,43 @@ use crate::load::{Load, LoadResult};
 /// Requests per second `wrk -t1 -c64` gets posting `body` to `url` for `duration`, or
 /// `None` when `wrk` is missing or fails.
 pub fn raw_limit(url: &str, body: &str, duration: Duration, dir: &Path) -> Option<f64> {
-    let script = dir.join("webhookd-bench-raw.lua");
     // For an ASCII body, its JSON string literal is a Lua string literal too.
     let lua_body = serde_json::to_string(body).ok()?;
-    std::fs::write(
-        &script,
-        format!(
-            "wrk.method = \"POST\"\nwrk.body = {lua_body}\n\
-             wrk.headers[\"Content-Type\"] = \"application/json\"\n"
-        ),
-    )
-    .ok()?;
-    let output = Command::new("wrk")
-        .args(["-t1", "-c64"])
-        .arg(format!("-d{}s", duration.as_secs().max(1)))
-        .arg("-s")
-        .arg(&script)
-        .arg(url)
-        .output()
-        .ok()?;
-    let _ = std::fs::remove_file(&script);
-    if !output.status.success() {
-        return None;
-    }
-    String::from_utf8_lossy(&output.stdout)
+    let script = format!(
+        "wrk.method = \"POST\"\nwrk.body = {lua_body}\n\
+         wrk.headers[\"Content-Type\"] = \"application/json\"\n"
+    );
+    run_wrk(&["-c64".into()], duration, &script, url, dir)?
         .lines()
         .find_map(|line| line.strip_prefix("Requests/sec:"))
         .and_then(|rate| rate.trim().parse().ok())
+}
+
+/// Runs `wrk -t1` with `args`, for `duration`, with `script` (written to a file in `dir`
+/// for the run) against `url`; its output, or `None` when wrk is missing or fails.
+fn run_wrk(
+    args: &[String],
+    duration: Duration,
+    script: &str,
+    url: &str,
+    dir: &Path,
+) -> Option<String> {
+    let path = dir.join(format!("webhookd-bench-{}.lua", std::process::id()));
+    std::fs::write(&path, script).ok()?;
+    let output = Command::new("wrk")
+        .arg("-t1")
+        .args(args)
+        .arg(format!("-d{}s", duration.as_secs().max(1)))
+        .arg("-s")
+        .arg(&path)
+        .arg(url)
+        .output()
+        .ok()?;
+    let _ = std::fs::remove_file(&path);
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// Whether wrk can post `load`: one URL, at full speed, for a time.
@@ -53,22 +63,9 @@ pub fn can_post(load: &Load) -> bool {
 /// ids; `None` when wrk is missing or fails.
 pub fn post(load: &Load, dir: &Path) -> Option<LoadResult> {
     let url = load.urls.first()?;
-    let script = dir.join(format!("webhookd-bench-load-{}.lua", std::process::id()));
-    std::fs::write(&script, lua_script(load)).ok()?;
-    let output = Command::new("wrk")
-        .args(["-t1", "--latency"])
-        .arg(format!("-c{}", load.concurrency))
-        .arg(format!("-d{}s", load.duration.as_secs().max(1)))
-        .arg("-s")
-        .arg(&script)
-        .arg(url)
-        .output()
-        .ok()?;
-    let _ = std::fs::remove_file(&script);
-    if !output.status.success() {
-        return None;
-    }
-    parse_summary(&String::from_utf8_lossy(&output.stdout))
+    let args = ["--latency".into(), format!("-c{}", load.concurrency)];
+    let out = run_wrk(&args, load.duration, &lua_script(load), url, dir)?;
+    parse_summary(&out)
 }
 
 /// A Lua long string holding `text` verbatim: no escapes to get right. (Set it off with
