@@ -49,6 +49,11 @@ const IDLE_POLL: Duration = Duration::from_secs(30);
 const BUFFERED_BATCHES: usize = 4;
 /// Outcomes being committed, per request slot, before the actor waits for the store.
 const RECORDING_PER_SLOT: usize = 4;
+/// Rounds of requests claimed ahead of free slots. Claims run one at a time, each a
+/// commit away, so with one round a slot that frees often waits for the next claim: a
+/// backlog drained 15 % faster with three (16.5k against 14.3k a second, alternating runs)
+/// and about as fast with two.
+const AHEAD_ROUNDS: usize = 3;
 /// Deliveries claimed at once while the receiver is probed.
 const PROBE_CLAIM: usize = 32;
 /// While the store cannot be written, look again this often.
@@ -380,15 +385,14 @@ impl DeliveryActor {
     }
 
     /// Deliveries claimed ahead of free slots, to wait in the buffer: a claim is a
-    /// commit away (an fsync), so without them each slot that frees waits for one. As
-    /// many as the slots, for one delivery per request at full speed (half as many
-    /// drained a backlog 8 % slower); none while probing, rate limited or batching (those
-    /// buffer on their own terms).
+    /// commit away (an fsync), so without them each slot that frees waits for one.
+    /// [`AHEAD_ROUNDS`] times the slots, for one delivery per request at full speed; none
+    /// while probing, rate limited or batching (those buffer on their own terms).
     fn claim_ahead(&self, slots: usize) -> usize {
         if self.target.batch_size > 1 || self.target.rate_limit_per_s > 0 || self.health.probing() {
             return 0;
         }
-        slots
+        slots * AHEAD_ROUNDS
     }
 
     /// Free slots worth a claim while attempts are in flight: a quarter of them.
@@ -1312,11 +1316,15 @@ fn idle_poll() -> Duration {
     IDLE_POLL.mul_f64(rand::rng().random_range(0.8..1.2))
 }
 
-/// How long a claim holds: longer than any attempt can take (a wait for its batch, every
-/// URL's request and its response body, each bounded by the timeout, then the record),
-/// so that a claim never runs out under a live attempt.
+/// How long a claim holds: longer than any attempt can take (a wait in the buffer behind
+/// [`AHEAD_ROUNDS`] requests, or for its batch, then every URL's request and its response
+/// body, each bounded by the timeout, then the record), so that a claim never runs out
+/// under a live attempt. A longer claim costs nothing: a restarted actor releases its
+/// claims, and a lease taken over voids them.
 pub fn claim_duration(settings: &DeliveryConfig, target: &Target) -> Duration {
-    Duration::from_millis(settings.timeout_ms) * 3 + target.batch_wait + Duration::from_secs(5)
+    let timeout = Duration::from_millis(settings.timeout_ms);
+    let waiting = timeout * 2 * AHEAD_ROUNDS as u32 + target.batch_wait;
+    waiting + timeout * 3 + Duration::from_secs(5)
 }
 
 fn claimer_name(lease: &Lease) -> String {
