@@ -386,13 +386,12 @@ impl DeliveryActor {
 
     /// Deliveries claimed ahead of free slots, to wait in the buffer: a claim is a
     /// commit away (an fsync), so without them each slot that frees waits for one.
-    /// [`AHEAD_ROUNDS`] times the slots, for one delivery per request at full speed; none
-    /// while probing, rate limited or batching (those buffer on their own terms).
+    /// [`rounds_ahead`] times the slots; none while probing.
     fn claim_ahead(&self, slots: usize) -> usize {
-        if self.target.batch_size > 1 || self.target.rate_limit_per_s > 0 || self.health.probing() {
+        if self.health.probing() {
             return 0;
         }
-        slots * AHEAD_ROUNDS
+        slots * rounds_ahead(&self.target)
     }
 
     /// Free slots worth a claim while attempts are in flight: a quarter of them.
@@ -1316,14 +1315,25 @@ fn idle_poll() -> Duration {
     IDLE_POLL.mul_f64(rand::rng().random_range(0.8..1.2))
 }
 
+/// Rounds of requests claimed ahead of free slots: [`AHEAD_ROUNDS`] for one delivery per
+/// request at full speed; none when batching or rate limited (those buffer on their own
+/// terms).
+fn rounds_ahead(target: &Target) -> usize {
+    if target.batch_size > 1 || target.rate_limit_per_s > 0 {
+        return 0;
+    }
+    AHEAD_ROUNDS
+}
+
 /// How long a claim holds: longer than any attempt can take (a wait in the buffer behind
-/// [`AHEAD_ROUNDS`] requests, or for its batch, then every URL's request and its response
+/// [`rounds_ahead`] requests, or for its batch, then every URL's request and its response
 /// body, each bounded by the timeout, then the record), so that a claim never runs out
-/// under a live attempt. A longer claim costs nothing: a restarted actor releases its
-/// claims, and a lease taken over voids them.
+/// under a live attempt. The rounds ahead lengthen it at little cost: normal work never
+/// waits for a claim to end (a restarted actor releases its claims, a lease taken over
+/// voids them), and a batch cut by a purge, whose other deliveries do wait, has none.
 pub fn claim_duration(settings: &DeliveryConfig, target: &Target) -> Duration {
     let timeout = Duration::from_millis(settings.timeout_ms);
-    let waiting = timeout * 2 * AHEAD_ROUNDS as u32 + target.batch_wait;
+    let waiting = timeout * 2 * rounds_ahead(target) as u32 + target.batch_wait;
     waiting + timeout * 3 + Duration::from_secs(5)
 }
 
